@@ -1,0 +1,3 @@
+from oracle_kd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,173 @@
+"""`oracle-kd` command line: parses, calls library functions, prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from oracle_kd.io import InputError
+
+TASK_NAMES = ["scene-text"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except InputError as e:
+        print(f"oracle-kd: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # training stopped on purpose (non-finite loss) is reported the same way
+        from oracle_kd.training import NonFiniteLoss
+
+        if isinstance(e, NonFiniteLoss):
+            print(f"oracle-kd: training stopped: {e}", file=sys.stderr)
+            return 3
+        raise
+    except KeyboardInterrupt:
+        print("oracle-kd: interrupted; run the same command again to continue", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="oracle-kd", description=__doc__)
+    sub = p.add_subparsers(title="commands")
+
+    e = sub.add_parser("experiment", help="the main job: data, both teachers, all student arms, diagnostics, report")
+    e.add_argument("--task", required=True, choices=TASK_NAMES)
+    e.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    e.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    e.add_argument("--out", default=None, help="output folder (default: runs/<task>-<preset>)")
+    e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
+    e.add_argument("--no-progress", action="store_true")
+    e.set_defaults(run=cmd_experiment)
+
+    d = sub.add_parser("data", help="generate the default data set of a task")
+    d.add_argument("task", choices=TASK_NAMES)
+    d.add_argument("--out", default=None, help="cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
+    d.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    d.set_defaults(run=cmd_data)
+
+    t = sub.add_parser("train", help="one training run")
+    t.add_argument("task", choices=TASK_NAMES)
+    t.add_argument("--model", required=True, choices=["student", "conventional", "oracle"])
+    t.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    t.add_argument("--train-data", default=None, help="user training data (default: the preset's generated data)")
+    t.add_argument("--val-data", default=None, help="user validation data (required with --train-data)")
+    t.add_argument("--teacher", default=None, help="teacher checkpoint to distil from")
+    t.add_argument("--kd", default="frame", choices=["frame", "guided"])
+    t.add_argument("--tau", type=float, default=2.0)
+    t.add_argument("--kd-weight", type=float, default=1.0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--devices", type=int, default=1, help="processes per node (>1: DDP)")
+    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--out", required=True)
+    t.set_defaults(run=cmd_train)
+
+    v = sub.add_parser("evaluate", help="metrics of a checkpoint on a data path; prints JSON")
+    v.add_argument("checkpoint")
+    v.add_argument("--data", required=True, help="labels.tsv folder or LMDB (scene-text)")
+    v.add_argument("--json-out", default=None)
+    v.add_argument("--batch-size", type=int, default=128)
+    v.set_defaults(run=cmd_evaluate)
+
+    r = sub.add_parser("recognize", help="read text images; prints path<TAB>text")
+    r.add_argument("checkpoint")
+    r.add_argument("images", nargs="+")
+    r.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
+    r.set_defaults(run=cmd_recognize)
+
+    x = sub.add_parser("export", help="export a student for deployment")
+    x.add_argument("checkpoint")
+    x.add_argument("--format", default="onnx", choices=["onnx"])
+    x.add_argument("--out", required=True)
+    x.set_defaults(run=cmd_export)
+
+    b = sub.add_parser("bench", help="performance benchmarks, written to a JSON file")
+    b.add_argument("--task", default="scene-text", choices=TASK_NAMES)
+    b.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--out", default="bench.json")
+    b.set_defaults(run=cmd_bench)
+    return p
+
+
+def cmd_experiment(args) -> int:
+    from oracle_kd.experiment import run_experiment
+    from oracle_kd.report import summary_table
+
+    out = args.out or f"runs/{args.task}-{args.preset}"
+    results = run_experiment(args.task, args.preset, args.seeds, out,
+                             cache=Path(args.cache) if args.cache else None, progress=not args.no_progress)
+    print(summary_table(results))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from oracle_kd.config import load_preset
+    from oracle_kd.experiment import default_cache
+    from oracle_kd.tasks import get_task
+
+    folder = get_task(args.task).prepare_data(load_preset(args.task, args.preset)["data"],
+                                              Path(args.out) if args.out else default_cache())
+    print(folder)
+    return 0
+
+
+def cmd_train(args) -> int:
+    from oracle_kd.train_command import train_one
+
+    print(json.dumps(train_one(args), indent=2))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from oracle_kd import diagnostics
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.io import atomic_write_json
+    from oracle_kd.skips import SkipLog
+
+    task, model, _ = load_model(args.checkpoint)
+    skips = SkipLog()
+    dataset = task.dataset(Path(args.data), None, skips)
+    metrics, _ = diagnostics.evaluate(task, model, dataset, args.batch_size)
+    metrics["skipped"] = len(skips)
+    beside = Path(args.json_out).parent if args.json_out else Path(".")
+    skips.write(beside / "skipped.tsv")
+    if args.json_out:
+        atomic_write_json(args.json_out, metrics)
+    print(json.dumps(metrics))
+    return 0
+
+
+def cmd_recognize(args) -> int:
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.inference import recognize
+    from oracle_kd.skips import SkipLog
+
+    task, model, _ = load_model(args.checkpoint)
+    skips = SkipLog()
+    for source, text in recognize(task, model, args.images, skips):
+        print(f"{source}\t{text}")
+    skips.write(args.skipped)
+    return 1 if len(skips) and len(skips) == len(args.images) else 0
+
+
+def cmd_export(args) -> int:
+    from oracle_kd.export import export_onnx
+
+    print(export_onnx(args.checkpoint, args.out))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from oracle_kd.bench import run_bench
+
+    print(json.dumps(run_bench(args.task, args.preset, args.repeats, args.out), indent=2))
+    return 0

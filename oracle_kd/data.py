@@ -1,0 +1,59 @@
+"""What every task hands the models: batches of sources and labels with lengths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class Batch:
+    sources: torch.Tensor  # task-shaped: (batch, 1, H, W) images, (batch, time, mels) audio, ...
+    source_lengths: torch.Tensor  # (batch,) valid length of each source along its time axis
+    targets: torch.Tensor  # (batch, max_target_length) label ids, padded with 0
+    target_lengths: torch.Tensor  # (batch,)
+    texts: list[str]  # reference label strings
+    indices: torch.Tensor  # (batch,) position of each example in its data set
+    spans: torch.Tensor | None = None  # (batch, max_target_length, 2) label spans in frame units, NaN unknown
+    teacher_log_probs: torch.Tensor | None = None  # (batch, frames, classes) precomputed, for KD
+
+    def to(self, device) -> "Batch":
+        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
+        return replace(self, **{k: move(v) for k, v in self.__dict__.items()})
+
+
+def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(ids) for ids in label_ids], dtype=torch.long)
+    targets = torch.zeros(len(label_ids), max(1, int(lengths.max(initial=0))), dtype=torch.long)
+    for row, ids in enumerate(label_ids):
+        targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return targets, lengths
+
+
+class WithTeacher(Dataset):
+    """A data set whose examples also carry the frozen teacher's frame log-probabilities.
+
+    `log_probs` is (examples, frames, classes), float16 on disk (np.memmap),
+    computed once per teacher on the un-augmented training sources.
+    """
+
+    def __init__(self, base: Dataset, log_probs: np.ndarray):
+        assert len(base) == len(log_probs), (len(base), len(log_probs))
+        self.base, self.log_probs = base, log_probs
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        example = self.base[i]
+        example["teacher_log_probs"] = torch.from_numpy(np.asarray(self.log_probs[i], dtype=np.float32))
+        return example
+
+
+def add_teacher(batch: Batch, examples: list[dict]) -> Batch:
+    if "teacher_log_probs" in examples[0]:
+        batch.teacher_log_probs = torch.stack([e["teacher_log_probs"] for e in examples])
+    return batch

@@ -1,0 +1,159 @@
+"""Evaluation and the two measurements that decide whether an Oracle Teacher is
+useful (PAPER.md): the copy test and alignment accuracy.
+
+Everything here works on (batch, frames, classes) log-probabilities and
+lengths, whatever the task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from oracle_kd.decoding import Hypothesis, greedy_decode
+from oracle_kd.vocab import ctc_min_frames
+
+
+@dataclass
+class Decoded:
+    hypotheses: list[Hypothesis]
+    texts: list[str]  # decoded strings
+    references: list[str]
+    reference_ids: list[list[int]]
+    frames: list[int]  # frame count of each example
+    spans: list[np.ndarray | None]  # (labels, 2) reference spans in frame units, NaN unknown
+
+
+def loader(task, dataset: Dataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=task.collate, num_workers=0)
+
+
+@torch.inference_mode()
+def decode(task, model, dataset: Dataset, batch_size: int = 128) -> Decoded:
+    """Greedy-decode `dataset`; an Oracle Teacher is given the reference labels."""
+    model.eval()
+    out = Decoded([], [], [], [], [], [])
+    for batch in loader(task, dataset, batch_size):
+        log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+        hyps = greedy_decode(log_probs, frame_lengths)
+        out.hypotheses += hyps
+        out.texts += [task.vocab.decode(h.ids) for h in hyps]
+        out.references += batch.texts
+        out.frames += frame_lengths.tolist()
+        for row, n in enumerate(batch.target_lengths.tolist()):
+            out.reference_ids.append(batch.targets[row, :n].tolist())
+            out.spans.append(None if batch.spans is None else batch.spans[row, :n].numpy())
+    return out
+
+
+def evaluate(task, model, dataset: Dataset, batch_size: int = 128) -> tuple[dict, Decoded]:
+    decoded = decode(task, model, dataset, batch_size)
+    return {**task.score(decoded.texts, decoded.references), "n": len(decoded.references)}, decoded
+
+
+@torch.inference_mode()
+def posteriors(task, model, dataset: Dataset, batch_size: int = 128, progress=None) -> np.ndarray:
+    """(examples, frames, classes) float16 frame log-probabilities of a frozen teacher,
+    padded to the longest frame count; the teacher sees the labels if it can."""
+    model.eval()
+    chunks, frames = [], 0
+    for batch in loader(task, dataset, batch_size):
+        log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+        chunks.append(log_probs.half().numpy())
+        frames = max(frames, log_probs.shape[1])
+        if progress:
+            progress(len(batch.texts))
+    out = np.zeros((sum(len(c) for c in chunks), frames, chunks[0].shape[2]), dtype=np.float16)
+    row = 0
+    for c in chunks:
+        out[row : row + len(c), : c.shape[1]] = c
+        row += len(c)
+    return out
+
+
+def alignment_accuracy(decoded: Decoded) -> float | None:
+    """Fraction of reference labels (with a known span) whose spike lies inside it.
+
+    Hypothesis and reference are aligned by edit distance; a reference label
+    counts as hit when an identical hypothesis label is aligned to it and that
+    label's spike frame centre (t + 0.5) lies in [start, end) of its span.
+    Missing or wrong labels count as misses. None when no spans are known.
+    """
+    hits = total = 0
+    for hyp, ref_ids, spans in zip(decoded.hypotheses, decoded.reference_ids, decoded.spans):
+        if spans is None:
+            continue
+        known = ~np.isnan(spans).any(axis=1)
+        total += int(known.sum())
+        for i, j in matched_pairs(ref_ids, hyp.ids):
+            if known[i] and spans[i, 0] <= hyp.frames[j] + 0.5 < spans[i, 1]:
+                hits += 1
+    return hits / total if total else None
+
+
+def matched_pairs(ref: list[int], hyp: list[int]) -> list[tuple[int, int]]:
+    """(ref index, hyp index) of equal labels on a minimum edit-distance alignment."""
+    n, m = len(ref), len(hyp)
+    d = np.zeros((n + 1, m + 1), dtype=np.int32)
+    d[:, 0] = np.arange(n + 1)
+    d[0, :] = np.arange(m + 1)
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            d[i, j] = min(d[i - 1, j] + 1, d[i, j - 1] + 1, d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]))
+    pairs, i, j = [], n, m
+    while i > 0 and j > 0:
+        if d[i, j] == d[i - 1, j - 1] + (ref[i - 1] != hyp[j - 1]):
+            if ref[i - 1] == hyp[j - 1]:
+                pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif d[i, j] == d[i - 1, j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+@torch.inference_mode()
+def copy_test(task, model, dataset: Dataset, batch_size: int = 128, limit: int = 1000) -> dict:
+    """Matched (x, y) against mismatched (x', y) pairs, x' another example's source.
+
+    A teacher that reads the source has a much higher CTC loss on mismatched
+    pairs, and rarely decodes them as y; a copying teacher has almost no gap.
+    Losses are per label (CTC negative log-likelihood / target length), averaged
+    over pairs; mismatched pairs whose x' has too few frames for y are not used.
+    """
+    model.eval()
+    matched, mismatched, copied, used = [], [], 0, 0
+    seen = 0
+    for batch in loader(task, dataset, batch_size):
+        if seen >= limit or len(batch.texts) < 2:
+            break
+        seen += len(batch.texts)
+        y, y_len = batch.targets, batch.target_lengths
+        lp, fl = model(batch.sources, batch.source_lengths, y, y_len)
+        matched += per_label_nll(lp, fl, y, y_len).tolist()
+        # x' = the next example's source (a derangement of the batch)
+        shifted = torch.roll(torch.arange(len(y)), 1)
+        lp2, fl2 = model(batch.sources[shifted], batch.source_lengths[shifted], y, y_len)
+        ok = torch.tensor([ctc_min_frames(y[r, : y_len[r]].tolist()) <= fl2[r] and batch.texts[r] != batch.texts[shifted[r]]
+                           for r in range(len(y))])
+        if ok.any():
+            mismatched += per_label_nll(lp2[ok], fl2[ok], y[ok], y_len[ok]).tolist()
+            for hyp, r in zip(greedy_decode(lp2[ok], fl2[ok]), ok.nonzero().flatten().tolist()):
+                copied += hyp.ids == y[r, : y_len[r]].tolist()
+            used += int(ok.sum())
+    return {
+        "matched_loss": float(np.mean(matched)),
+        "mismatched_loss": float(np.mean(mismatched)) if mismatched else float("nan"),
+        "mismatched_decoded_as_target": copied / used if used else float("nan"),
+        "pairs": used,
+    }
+
+
+def per_label_nll(log_probs, frame_lengths, targets, target_lengths) -> torch.Tensor:
+    nll = torch.nn.functional.ctc_loss(log_probs.transpose(0, 1), targets, frame_lengths, target_lengths,
+                                       reduction="none", zero_infinity=True)
+    return nll / target_lengths.clamp(min=1)

@@ -1,0 +1,22 @@
+"""Inference on unlabelled inputs: one text per readable input, skips reported."""
+
+from __future__ import annotations
+
+import torch
+
+from oracle_kd.decoding import greedy_decode
+from oracle_kd.io import InputError
+
+
+@torch.inference_mode()
+def recognize(task, model, paths: list[str], skips, batch_size: int = 64):
+    """Yield (source, text) for each readable input, in order."""
+    if getattr(model, "needs_targets", False):
+        raise InputError("this checkpoint is an Oracle Teacher: it needs the labels, so it cannot recognize; use a student")
+    examples = task.load_inputs(paths, skips)
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        batch = task.collate(chunk)
+        log_probs, frame_lengths = model(batch.sources, batch.source_lengths)
+        for example, hyp in zip(chunk, greedy_decode(log_probs, frame_lengths)):
+            yield example["source"], task.vocab.decode(hyp.ids)

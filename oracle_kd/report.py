@@ -1,0 +1,127 @@
+"""report.md and its plots, rendered from results.json (the numbers are the same)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from oracle_kd.checkpoint import load_model  # noqa: E402
+from oracle_kd.decoding import greedy_decode  # noqa: E402
+from oracle_kd.io import atomic_write_text  # noqa: E402
+
+
+def fmt(x, digits=4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def summary_table(results: dict) -> str:
+    """Markdown table of the student arms: the figure the experiment exists for."""
+    metric = results["metric"]
+    names = list(next(iter(results["students"].values()))["test"])
+    head = "| arm | params | KD (tau, weight) | " + " | ".join(f"test {m} (mean ± std)" for m in names) + " | alignment acc. |"
+    lines = [head, "|" + " --- |" * (4 + len(names) - 1)]
+    for arm, s in results["students"].items():
+        kd = "-" if not s["kd"] else f"{s['kd']['method']} ({s['kd']['tau']:g}, {s['kd']['weight']:g})"
+        cells = [f"{s['test'][m]['mean']:.4f} ± {s['test'][m]['std']:.4f}" for m in names]
+        lines.append(f"| {arm} | {s['params']:,} | {kd} | " + " | ".join(cells) + f" | {fmt(s['alignment_accuracy'])} |")
+    lines.append(f"\n({len(results['seeds'])} seeds; primary metric: {metric})")
+    return "\n".join(lines)
+
+
+def teacher_table(results: dict) -> str:
+    metric = results["metric"]
+    lines = [f"| teacher | params | epochs to best | seconds to best | test {metric} | test cer | alignment acc. | "
+             "copy test: matched / mismatched loss | mismatched decoded as target |",
+             "|" + " --- |" * 9]
+    rows = {**results["teachers"], **{f"oracle + {k} (ablation)": v for k, v in results.get("ablations", {}).items()}}
+    for name, t in rows.items():
+        c = t.get("copy_test")
+        copy = "-" if not c else f"{c['matched_loss']:.3f} / {c['mismatched_loss']:.3f}"
+        decoded = "-" if not c else fmt(c["mismatched_decoded_as_target"], 3)
+        lines.append(f"| {name} | {t['params']:,} | {t['epochs']} | {t['train_seconds']:.0f} | "
+                     f"{fmt(t['test'].get(metric))} | {fmt(t['test'].get('cer'))} | {fmt(t['alignment_accuracy'])} | "
+                     f"{copy} | {decoded} |")
+    return "\n".join(lines)
+
+
+def write_report(task, results: dict, runner, out: Path) -> Path:
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    curves = plot_curves(runner.histories, results["metric"], plots / "learning_curves.png")
+    spikes = plot_spikes(task, runner.checkpoints, runner.splits["test"],
+                         runner.cfg["diagnostics"]["spike_examples"], plots / "spikes.png")
+    oracle_s = results["teachers"]["oracle"]["train_seconds"]
+    conv_s = results["teachers"]["conventional"]["train_seconds"]
+    text = f"""# oracle-kd experiment: {results['task']} ({results['preset']})
+
+Data: {results['data']['train']} train / {results['data']['val']} validation / {results['data']['test']} test examples
+({results['data']['skipped']} skipped). Environment: torch {results['environment']['torch']},
+{results['environment']['threads']} CPU threads. Whole run: {results['wall_seconds']:.0f} s.
+
+## Students (test split)
+{summary_table(results)}
+
+KD hyper-parameters were chosen on the validation split: `{results['kd']}`.
+
+## Teachers
+{teacher_table(results)}
+
+The Oracle Teacher reached its best validation score in {oracle_s:.0f} s,
+{oracle_s / max(conv_s, 1e-9):.2f}x the conventional teacher's {conv_s:.0f} s. Its test figures are
+computed with the reference labels as input (it is an oracle), so they measure
+alignment, not recognition.
+
+## Learning curves
+![learning curves]({curves.relative_to(out)})
+
+## Frame spikes on test examples
+Each panel: the input with the label each model emits at its spike frames.
+
+![spikes]({spikes.relative_to(out)})
+"""
+    path = out / "report.md"
+    atomic_write_text(path, text)
+    return path
+
+
+def plot_curves(histories: dict[str, list], metric: str, path: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name, history in histories.items():
+        if not history:
+            continue
+        epochs = [h["epoch"] for h in history]
+        axes[0].plot(epochs, [h[f"val_{metric}"] for h in history], marker="o", ms=3, label=name)
+        axes[1].plot([h["seconds"] for h in history], [h[f"val_{metric}"] for h in history], marker="o", ms=3, label=name)
+    axes[0].set_xlabel("epoch")
+    axes[1].set_xlabel("wall seconds")
+    for ax in axes:
+        ax.set_ylabel(f"validation {metric}")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+@torch.inference_mode()
+def plot_spikes(task, checkpoints: dict[str, str], dataset, n: int, path: Path) -> Path:
+    examples = [dataset[i] for i in range(min(n, len(dataset)))]
+    batch = task.collate(examples)
+    names = list(checkpoints)
+    fig, axes = plt.subplots(len(names), len(examples), figsize=(3.2 * len(examples), 1.1 * len(names)), squeeze=False)
+    for row, name in enumerate(names):
+        _, model, _ = load_model(checkpoints[name])
+        log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+        for col, hyp in enumerate(greedy_decode(log_probs, frame_lengths)):
+            title = f"{name}: {task.vocab.decode(hyp.ids)!r}"
+            task.plot_spikes(axes[row][col], examples[col], title, hyp.ids, hyp.frames, int(frame_lengths[col]))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,210 @@
+"""One training run on PyTorch Lightning: a CTC model, optionally distilled from
+precomputed teacher posteriors, early-stopped on the validation metric.
+
+The LightningModule holds the model, the loss and the optimizer; the Trainer
+the engineering (devices, DDP, checkpoints). `fit` is what the CLI and the
+experiment runner call.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from oracle_kd.checkpoint import save_model
+from oracle_kd.decoding import greedy_decode
+from oracle_kd.io import atomic_path, atomic_write_json
+from oracle_kd.losses import ctc, distillation_loss
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 10
+    patience: int = 3  # epochs without validation improvement before stopping
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 200
+    grad_clip: float = 5.0
+    max_minutes: float | None = None  # safety cap on wall time per run
+    devices: int = 1  # >1, or num_nodes > 1, trains with DDP
+    num_nodes: int = 1
+
+
+@dataclass
+class KDConfig:
+    method: str = "frame"  # "frame" (frame-level KL) or "guided" (guided CTC)
+    tau: float = 1.0  # softening temperature of frame KD
+    weight: float = 1.0  # loss = ctc + weight * kd
+
+
+@dataclass
+class RunResult:
+    checkpoint: str
+    params: int
+    epochs: int  # epochs up to the best validation score
+    train_seconds: float  # wall time up to the best validation score
+    total_seconds: float
+    best_val: dict
+    history: list = field(default_factory=list)
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class CTCModule(pl.LightningModule):
+    def __init__(self, task, model, cfg: TrainConfig, kd: KDConfig | None, steps_per_epoch: int):
+        super().__init__()
+        self.task, self.model, self.cfg, self.kd = task, model, cfg, kd
+        self.steps_per_epoch = steps_per_epoch
+        self._val_hyps, self._val_refs, self._train_losses = [], [], []
+
+    def forward(self, batch):
+        return self.model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+
+    def training_step(self, batch, batch_idx):
+        log_probs, frame_lengths = self(batch)
+        loss = ctc_loss = ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths)
+        if self.kd is not None:
+            teacher = batch.teacher_log_probs[:, : log_probs.shape[1]]
+            kd_loss = distillation_loss(self.kd.method, log_probs, teacher, frame_lengths, self.kd.tau)
+            loss = ctc_loss + self.kd.weight * kd_loss
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
+                f"step {self.global_step} (batch {batch_idx}, examples {batch.indices[:8].tolist()}...)"
+            )
+        self._train_losses.append(loss.detach())
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        log_probs, frame_lengths = self(batch)
+        for hyp in greedy_decode(log_probs, frame_lengths):
+            self._val_hyps.append(self.task.vocab.decode(hyp.ids))
+        self._val_refs.extend(batch.texts)
+
+    def on_validation_epoch_end(self):
+        scores = self.task.score(self._val_hyps, self._val_refs)
+        self._val_hyps, self._val_refs = [], []
+        for name, value in scores.items():
+            self.log(f"val_{name}", value, prog_bar=name == self.task.metric, sync_dist=True)
+
+    def on_train_epoch_end(self):
+        if self._train_losses:
+            self.log("train_loss", torch.stack(self._train_losses).mean(), sync_dist=True)
+        self._train_losses = []
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total = max(1, self.cfg.max_epochs * self.steps_per_epoch)
+        warm = min(self.cfg.warmup_steps, total // 4)
+
+        def factor(step):  # linear warm-up, then cosine decay over the whole epoch budget
+            if step < warm:
+                return (step + 1) / warm
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm)))) * 0.95 + 0.05
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class RunRecorder(pl.Callback):
+    """History, wall time to the best epoch, the best weights (safetensors) and an
+    atomic `last.ckpt` after every validation, so a run resumes where it stopped."""
+
+    def __init__(self, out_dir: Path, metric: str, higher_is_better: bool, meta: dict):
+        self.out_dir, self.metric, self.higher, self.meta = out_dir, metric, higher_is_better, meta
+        self.history, self.best, self.best_epoch, self.best_seconds = [], None, -1, 0.0
+        self.elapsed_before = 0.0  # wall time of earlier sessions of this run
+        self._start = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._start
+
+    def on_fit_start(self, trainer, pl_module):
+        self._start = time.perf_counter()
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.sanity_checking:
+            return
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        val = {k[4:]: v for k, v in logged.items() if k.startswith("val_")}
+        row = {"epoch": trainer.current_epoch + 1, "seconds": round(self.elapsed(), 2),
+               "train_loss": logged.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
+        self.history.append(row)
+        score = val[self.metric]
+        if self.best is None or (score > self.best[self.metric] if self.higher else score < self.best[self.metric]):
+            self.best, self.best_epoch, self.best_seconds = val, row["epoch"], row["seconds"]
+            if trainer.is_global_zero:
+                save_model(self.out_dir / "best.safetensors", pl_module.model, self.meta)
+        if trainer.is_global_zero:
+            atomic_write_json(self.out_dir / "history.json", self.history)
+        with atomic_path(self.out_dir / "last.ckpt") as tmp:
+            trainer.save_checkpoint(tmp)
+
+    def state_dict(self):
+        return {"history": json.dumps(self.history), "best": json.dumps(self.best), "best_epoch": self.best_epoch,
+                "best_seconds": self.best_seconds, "elapsed": self.elapsed()}
+
+    def load_state_dict(self, state):
+        self.history, self.best = json.loads(state["history"]), json.loads(state["best"])
+        self.best_epoch, self.best_seconds = state["best_epoch"], state["best_seconds"]
+        self.elapsed_before = state["elapsed"]
+
+
+def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
+        out_dir: Path, kd: KDConfig | None = None, seed: int = 0, progress: bool = True) -> RunResult:
+    """Train model `kind` (student | conventional | oracle) and return where its best weights are.
+
+    `train_set` must carry teacher log-probs (data.WithTeacher) when `kd` is given.
+    Re-run with the same `out_dir`, it resumes from `last.ckpt`; a finished run
+    (`result.json` present) is returned as it is.
+    """
+    out_dir = Path(out_dir)
+    done = out_dir / "result.json"
+    if done.exists():
+        return RunResult(**json.loads(done.read_text()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(seed, workers=True, verbose=False)
+    model = task.build_model(kind, model_cfg)
+    meta = {"task": task.name, "kind": kind, "config": model_cfg,
+            "kd": asdict(kd) if kd else None, "seed": seed}
+
+    loader = lambda ds, shuffle: DataLoader(  # noqa: E731
+        ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=task.collate, num_workers=0)
+    train_loader, val_loader = loader(train_set, True), loader(val_set, False)
+    module = CTCModule(task, model, cfg, kd, steps_per_epoch=len(train_loader))
+    recorder = RunRecorder(out_dir, task.metric, task.higher_is_better, meta)
+    mode = "max" if task.higher_is_better else "min"
+    trainer = pl.Trainer(
+        accelerator="cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy="ddp" if cfg.devices > 1 or cfg.num_nodes > 1 else "auto",
+        max_epochs=cfg.max_epochs, gradient_clip_val=cfg.grad_clip,
+        max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
+        callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metric}", patience=cfg.patience, mode=mode), recorder],
+        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),
+    )
+    last = out_dir / "last.ckpt"
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+
+    result = RunResult(
+        checkpoint=str(out_dir / "best.safetensors"),
+        params=sum(p.numel() for p in model.parameters()),
+        epochs=recorder.best_epoch,
+        train_seconds=recorder.best_seconds,
+        total_seconds=round(recorder.elapsed(), 2),
+        best_val=recorder.best,
+        history=recorder.history,
+    )
+    if trainer.is_global_zero:
+        atomic_write_json(done, asdict(result))
+    return result
