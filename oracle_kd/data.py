@@ -27,7 +27,7 @@ class Batch:
 
 def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = torch.tensor([len(ids) for ids in label_ids], dtype=torch.long)
-    targets = torch.zeros(len(label_ids), max(1, int(lengths.max(initial=0))), dtype=torch.long)
+    targets = torch.zeros(len(label_ids), max([1, *lengths.tolist()]), dtype=torch.long)
     for row, ids in enumerate(label_ids):
         targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
     return targets, lengths

@@ -24,7 +24,7 @@ def summary_table(results: dict) -> str:
     metric = results["metric"]
     names = list(next(iter(results["students"].values()))["test"])
     head = "| arm | params | KD (tau, weight) | " + " | ".join(f"test {m} (mean ± std)" for m in names) + " | alignment acc. |"
-    lines = [head, "|" + " --- |" * (4 + len(names) - 1)]
+    lines = [head, "|" + " --- |" * (4 + len(names))]
     for arm, s in results["students"].items():
         kd = "-" if not s["kd"] else f"{s['kd']['method']} ({s['kd']['tau']:g}, {s['kd']['weight']:g})"
         cells = [f"{s['test'][m]['mean']:.4f} ± {s['test'][m]['std']:.4f}" for m in names]

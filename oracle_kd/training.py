@@ -9,6 +9,7 @@ experiment runner call.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -22,6 +23,9 @@ from oracle_kd.checkpoint import save_model
 from oracle_kd.decoding import greedy_decode
 from oracle_kd.io import atomic_path, atomic_write_json
 from oracle_kd.losses import ctc, distillation_loss
+
+# Lightning's start-up banners (accelerator lines, tips) drown the runner's own progress lines
+logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
 
 @dataclass

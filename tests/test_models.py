@@ -1,0 +1,111 @@
+"""Every model emits CTC posteriors of the right shape; the Oracle Teacher reads its source."""
+
+import pytest
+import torch
+
+from oracle_kd import diagnostics
+from oracle_kd.losses import ctc
+from oracle_kd.tasks import get_task
+from oracle_kd.tasks.scene_text.images import IMAGE_WIDTH
+
+TINY = {
+    "student": {"cnn": {"channels": [4, 8, 8, 8, 16]}, "rnn_hidden": 16, "rnn_layers": 1},
+    "conventional": {"cnn": {"channels": [8, 8, 16, 16, 32], "residual": True}, "rnn_hidden": 32},
+    "oracle": {"encoder": {"channels": [4, 8, 8, 8, 16]}, "d_model": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("scene-text")
+
+
+def noise_examples(n, generator, alphabet="abcdefgh", lengths=(3, 6)):
+    """Images of pure noise with random labels: the source tells nothing about the label."""
+    out = []
+    for i in range(n):
+        length = int(torch.randint(*lengths, (1,), generator=generator))
+        text = "".join(alphabet[int(k)] for k in torch.randint(0, len(alphabet), (length,), generator=generator))
+        image = (torch.rand(32, IMAGE_WIDTH, generator=generator) * 255).byte().numpy()
+        out.append({"image": image, "text": text, "index": i})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["student", "conventional", "oracle"])
+def test_every_model_emits_one_distribution_per_frame(task, kind):
+    batch = task.collate(noise_examples(3, torch.Generator().manual_seed(0)))
+    model = task.build_model(kind, TINY[kind]).eval()
+    log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+    frames = IMAGE_WIDTH // 4
+    assert log_probs.shape == (3, frames, task.vocab.num_classes)
+    assert frame_lengths.tolist() == [frames] * 3
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, frames), atol=1e-5)
+    assert torch.isfinite(ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths))
+
+
+def test_teachers_and_students_share_the_frame_rate_for_preset_sizes(task):
+    from oracle_kd.config import load_preset
+
+    cfg = load_preset("scene-text", "quick")["models"]
+    batch = task.collate(noise_examples(2, torch.Generator().manual_seed(1)))
+    frames = {k: task.build_model(k, cfg[k]).eval()(batch.sources, batch.source_lengths, batch.targets,
+                                                    batch.target_lengths)[0].shape[1] for k in cfg}
+    assert len(set(frames.values())) == 1
+
+
+def test_quick_conventional_teacher_is_at_least_four_times_the_student(task):
+    from oracle_kd.config import load_preset
+
+    for preset in ("quick", "full"):
+        cfg = load_preset("scene-text", preset)["models"]
+        size = {k: sum(p.numel() for p in task.build_model(k, cfg[k]).parameters()) for k in ("student", "conventional")}
+        assert size["conventional"] >= 4 * size["student"], (preset, size)
+
+
+def test_oracle_output_depends_on_the_source(task):
+    g = torch.Generator().manual_seed(2)
+    examples = noise_examples(2, g)
+    batch = task.collate(examples)
+    other = task.collate(noise_examples(2, g))
+    model = task.build_model("oracle", TINY["oracle"]).eval()
+    a, _ = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+    b, _ = model(other.sources, other.source_lengths, batch.targets, batch.target_lengths)
+    assert (a - b).abs().max() > 1e-3
+
+
+def test_oracle_output_depends_on_the_labels(task):
+    g = torch.Generator().manual_seed(3)
+    batch = task.collate(noise_examples(2, g))
+    model = task.build_model("oracle", TINY["oracle"]).eval()
+    a, _ = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+    b, _ = model(batch.sources, batch.source_lengths, (batch.targets % 5) + 1, batch.target_lengths)
+    assert (a - b).abs().max() > 1e-3
+
+
+def train_on_noise(task, target_positions: bool, steps: int = 400):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    cfg = {**TINY["oracle"], "dropout": 0.0, "target_positions": target_positions}
+    model = task.build_model("oracle", cfg)
+    opt = torch.optim.Adam(model.parameters(), 3e-3)
+    for _ in range(steps):
+        batch = task.collate(noise_examples(32, g))
+        loss = ctc(*model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths),
+                   batch.targets, batch.target_lengths)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model, noise_examples(128, torch.Generator().manual_seed(99))
+
+
+def test_copy_test_detects_a_teacher_that_copies_through_target_positions(task):
+    # On noise images the only way to lower the loss is to copy the labels by
+    # position; target positions permit it, the default (no positions) does not.
+    copier, test = train_on_noise(task, target_positions=True)
+    honest, _ = train_on_noise(task, target_positions=False)
+    copying = diagnostics.copy_test(task, copier, test, batch_size=64)
+    default = diagnostics.copy_test(task, honest, test, batch_size=64)
+    assert copying["mismatched_decoded_as_target"] >= 0.1
+    assert default["mismatched_decoded_as_target"] <= 0.02
+    assert copying["matched_loss"] < default["matched_loss"]  # copying pays off on this data
+    assert abs(copying["mismatched_loss"] - copying["matched_loss"]) < 0.05  # and ignores the source
