@@ -101,9 +101,11 @@ class CTCModule(pl.LightningModule):
         for name, value in scores.items():
             self.log(f"val_{name}", value, prog_bar=name == self.task.metric, sync_dist=True)
 
+    def epoch_train_loss(self) -> float | None:
+        """Mean training loss of the current epoch so far (validation runs before the epoch ends)."""
+        return float(torch.stack(self._train_losses).mean()) if self._train_losses else None
+
     def on_train_epoch_end(self):
-        if self._train_losses:
-            self.log("train_loss", torch.stack(self._train_losses).mean(), sync_dist=True)
         self._train_losses = []
 
     def configure_optimizers(self):
@@ -142,7 +144,7 @@ class RunRecorder(pl.Callback):
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
         val = {k[4:]: v for k, v in logged.items() if k.startswith("val_")}
         row = {"epoch": trainer.current_epoch + 1, "seconds": round(self.elapsed(), 2),
-               "train_loss": logged.get("train_loss"), **{f"val_{k}": v for k, v in val.items()}}
+               "train_loss": pl_module.epoch_train_loss(), **{f"val_{k}": v for k, v in val.items()}}
         self.history.append(row)
         score = val[self.metric]
         if self.best is None or (score > self.best[self.metric] if self.higher else score < self.best[self.metric]):

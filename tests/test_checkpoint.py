@@ -9,17 +9,12 @@ from oracle_kd.checkpoint import load_model, read_checkpoint, save_model
 from oracle_kd.io import InputError
 from oracle_kd.tasks import get_task
 
-TINY_STUDENT = {"cnn": {"channels": [4, 8, 8, 8, 16]}, "rnn_hidden": 16, "rnn_layers": 1}
-
-
-def tiny_checkpoint(path):
-    model = get_task("scene-text").build_model("student", TINY_STUDENT)
-    save_model(path, model, {"task": "scene-text", "kind": "student", "config": TINY_STUDENT})
-    return model
+from .conftest import TINY
 
 
 def test_safetensors_checkpoint_round_trips(tmp_path):
-    model = tiny_checkpoint(tmp_path / "m.safetensors")
+    model = get_task("scene-text").build_model("student", TINY["student"])
+    save_model(tmp_path / "m.safetensors", model, {"task": "scene-text", "kind": "student", "config": TINY["student"]})
     task, loaded, meta = load_model(tmp_path / "m.safetensors")
     assert task.name == "scene-text" and meta["kind"] == "student" and not loaded.training
     for (name, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):

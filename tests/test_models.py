@@ -8,12 +8,7 @@ from oracle_kd.losses import ctc
 from oracle_kd.tasks import get_task
 from oracle_kd.tasks.scene_text.images import IMAGE_WIDTH
 
-TINY = {
-    "student": {"cnn": {"channels": [4, 8, 8, 8, 16]}, "rnn_hidden": 16, "rnn_layers": 1},
-    "conventional": {"cnn": {"channels": [8, 8, 16, 16, 32], "residual": True}, "rnn_hidden": 32},
-    "oracle": {"encoder": {"channels": [4, 8, 8, 8, 16]}, "d_model": 32, "heads": 2, "layers": 1},
-}
-
+from .conftest import TINY
 
 @pytest.fixture(scope="module")
 def task():

@@ -42,7 +42,7 @@ from oracle_kd.tasks.scene_text.words import (
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-CHUNK = 250  # images per worker task: large enough to amortize pickling
+CHUNK = 100  # images per worker task: amortizes pickling, keeps workers balanced
 # Pillow embeds Aileron Regular (CC0) for ImageFont.load_default(size); it has no
 # file of its own, so it gets this pseudo-path, understood by `load_font`.
 PILLOW_FONT = "<pillow>/Aileron-Regular.ttf"
@@ -197,32 +197,30 @@ def load_font(path: str, size: int) -> ImageFont.FreeTypeFont:
 def _draw_text(text: str, font, rng, config) -> tuple[Image.Image, np.ndarray]:
     """White-on-black mask of the text and the ink box (x0, y0, x1, y1) of every character."""
     tracking = rng.uniform(-0.03, config.max_tracking) * font.size if rng.random() < config.tracking_prob else 0.0
-    # Pen position of character i, including kerning with its left neighbour.
-    pens = [font.getlength(text[: i + 1]) - font.getlength(c) + i * tracking for i, c in enumerate(text)]
-    boxes = np.array([_ink_box(font, c) for c in text], dtype=np.float64)
-    boxes[:, [0, 2]] += np.array(pens)[:, None]
-    pad = 2.0
-    origin = pad - boxes[:, :2].min(0)  # baseline-left of the first character on the canvas
-    boxes += np.tile(origin, 2)
-    size = np.ceil(boxes[:, 2:].max(0) + pad).astype(int)
-    mask = Image.new("L", tuple(size))
-    draw = ImageDraw.Draw(mask)
-    for pen, c in zip(pens, text):
-        draw.text((origin[0] + pen, origin[1]), c, fill=255, font=font, anchor="ls")
-    return mask, boxes
+    # Pen position of character i, including kerning with its left neighbour; whole
+    # pixels, so the boxes below are exactly where the glyphs are pasted.
+    pens = np.round([font.getlength(text[: i + 1]) - font.getlength(c) + i * tracking for i, c in enumerate(text)])
+    glyphs = [_glyph(font, c) for c in text]
+    boxes = np.array([(x + dx, dy, x + dx + g.width, dy + g.height) for x, (g, dx, dy) in zip(pens, glyphs)])
+    pad = 2
+    boxes += np.tile(pad - boxes[:, :2].min(0), 2)  # the canvas starts just before the ink
+    mask = Image.new("L", tuple(boxes[:, 2:].max(0).astype(int) + pad))
+    for (glyph, _, _), (x0, y0, _, _) in zip(glyphs, boxes):
+        mask.paste(255, (int(x0), int(y0)), glyph)  # paste through the glyph: overlaps stay inked
+    return mask, boxes.astype(np.float64)
 
 
 @cache
-def _ink_box(font, char: str) -> tuple[int, int, int, int]:
-    """Tight ink box relative to the pen at the baseline; getbbox also spans the advance width."""
+def _glyph(font, char: str) -> tuple[Image.Image, int, int]:
+    """The glyph's ink, cropped tight, and its offset from the pen on the baseline.
+
+    getbbox alone would not do: horizontally it also spans the advance width.
+    """
     left, top, right, bottom = font.getbbox(char, anchor="ls")
-    canvas = Image.new("L", (right - left + 2, bottom - top + 2))
-    ImageDraw.Draw(canvas).text((1 - left, 1 - top), char, fill=255, font=font, anchor="ls")
-    ink = np.asarray(canvas) > 0
-    cols, rows = np.flatnonzero(ink.any(0)), np.flatnonzero(ink.any(1))
-    if cols.size == 0:
-        return (0, 0, 0, 0)
-    return (cols[0] - 1 + left, rows[0] - 1 + top, cols[-1] + left, rows[-1] + top)
+    canvas = Image.new("L", (right - left, bottom - top))
+    ImageDraw.Draw(canvas).text((-left, -top), char, fill=255, font=font, anchor="ls")
+    ink = canvas.getbbox() or (0, 0, 0, 0)  # no ink: an empty glyph at the pen
+    return canvas.crop(ink), left + ink[0], top + ink[1]
 
 
 def _warp(boxes: np.ndarray, rng, config) -> tuple[np.ndarray, tuple[int, int]]:
@@ -317,8 +315,8 @@ def _degrade(pixels: np.ndarray, rng, config) -> Image.Image:
     image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < config.blur_prob:
         image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, config.max_blur)))
-    sigma = rng.uniform(0, config.max_noise)
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, sigma, size=(image.height, image.width, 3))
+    grain = rng.normal(0, rng.uniform(0, config.max_noise), size=(image.height, image.width, 1))  # luminance noise
+    noisy = np.asarray(image, dtype=np.float32) + grain
     image = Image.fromarray(np.clip(noisy + 0.5, 0, 255).astype(np.uint8), "RGB")
     if rng.random() < config.jpeg_prob:
         buffer = io.BytesIO()
@@ -331,12 +329,7 @@ def _degrade(pixels: np.ndarray, rng, config) -> Image.Image:
 
 
 def _font_source(path: str):
-    return io.BytesIO(_pillow_font_bytes()) if path == PILLOW_FONT else path
-
-
-@cache
-def _pillow_font_bytes() -> bytes:
-    return ImageFont.load_default(size=10).font_bytes
+    return io.BytesIO(ImageFont.load_default(size=10).font_bytes) if path == PILLOW_FONT else path
 
 
 def _draws_required_chars(path: str) -> bool:
@@ -385,14 +378,17 @@ def _render_chunk(task) -> dict:
 
 
 def _map_chunks(tasks, state, workers: int):
-    """Chunk results in task order, from a process pool (spawned: safe beside torch threads)."""
+    """Chunk results in task order, from a process pool when workers > 1."""
     if workers <= 1:
         _init_worker(state)
         yield from map(_render_chunk, tasks)
         return
     import multiprocessing
 
-    with multiprocessing.get_context("spawn").Pool(workers, _init_worker, (state,)) as pool:
+    # fork where it exists: spawn re-imports the caller's __main__, which breaks
+    # unguarded scripts and stdin; workers touch only numpy and PIL, never torch.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with multiprocessing.get_context(method).Pool(workers, _init_worker, (state,)) as pool:
         yield from pool.imap(_render_chunk, tasks)
 
 

@@ -138,7 +138,7 @@ class RenderedSplit(Dataset):
         return len(self.texts)
 
     def __getitem__(self, i):
-        return {"image": np.asarray(self.images[i]), "text": self.texts[i], "spans": np.asarray(self.spans[i]),
+        return {"image": np.array(self.images[i]), "text": self.texts[i], "spans": np.array(self.spans[i]),
                 "index": i, "source": f"{self.source}:{i}"}
 
 

@@ -61,8 +61,8 @@ def word_split(word: str) -> str:
 
 def sample_text(rng: np.random.Generator, words: tuple[str, ...], max_length: int) -> str:
     """One string to draw, mixed case; its label has 1..max_length characters."""
-    kind = rng.choice(list(TEXT_MIX), p=list(TEXT_MIX.values()))
-    while True:  # rejection keeps every generator simple; almost never loops
+    while True:  # rejection keeps every generator simple; never loops for max_length >= 8
+        kind = rng.choice(list(TEXT_MIX), p=list(TEXT_MIX.values()))
         if kind == "words":
             text = _apply_case(words[rng.integers(len(words))], rng, WORD_CASES)
         elif kind == "digits":

@@ -1,0 +1,119 @@
+"""The smoke experiment end to end, its resumption, and the commands that use its checkpoints."""
+
+import json
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+
+from oracle_kd.checkpoint import load_model
+from oracle_kd.cli import main
+from oracle_kd.experiment import ARMS, run_experiment
+from oracle_kd.skips import SkipLog
+from oracle_kd.tasks import get_task
+from oracle_kd.tasks.scene_text.formats import write_labels_tsv, write_lmdb
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    results = run_experiment("scene-text", "smoke", seeds=2, out=root / "out", cache=root / "cache", progress=False)
+    return root, results
+
+
+def test_smoke_results_follow_the_contract(smoke):
+    root, results = smoke
+    on_disk = json.loads((root / "out" / "results.json").read_text())
+    assert on_disk["task"] == "scene-text" and on_disk["seeds"] == [0, 1]
+    assert on_disk["metric"] == "word_accuracy" and on_disk["higher_is_better"] is True
+    assert set(on_disk["students"]) == set(ARMS)
+    for name in ("conventional", "oracle"):
+        t = on_disk["teachers"][name]
+        assert t["params"] > 0 and t["train_seconds"] > 0 and t["epochs"] >= 1
+        assert set(t["test"]) >= {"word_accuracy", "cer"} and 0 <= t["alignment_accuracy"] <= 1
+    copy = on_disk["teachers"]["oracle"]["copy_test"]
+    assert copy["pairs"] > 0 and np.isfinite(copy["matched_loss"]) and np.isfinite(copy["mismatched_loss"])
+    for arm, s in on_disk["students"].items():
+        acc = s["test"]["word_accuracy"]
+        assert len(acc["runs"]) == 2 and acc["mean"] == pytest.approx(np.mean(acc["runs"]))
+        assert len(s["checkpoints"]) == 2 and (s["kd"] is None) == (arm == "student_ctc")
+    assert len({s["params"] for s in on_disk["students"].values()}) == 1  # same student in every arm
+
+
+def test_smoke_report_has_tables_and_plots(smoke):
+    root, _ = smoke
+    report = (root / "out" / "report.md").read_text()
+    for arm in ARMS:
+        assert arm in report
+    assert (root / "out" / "plots" / "learning_curves.png").stat().st_size > 1000
+    assert (root / "out" / "plots" / "spikes.png").stat().st_size > 1000
+
+
+def test_running_again_continues_instead_of_starting_over(smoke):
+    root, results = smoke
+    out = root / "out"
+    finished = {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")}
+    # one run lost its result (as if stopped mid-way): only it is trained again, from its last checkpoint
+    lost = out / "students" / "student_ctc" / "seed1" / "result.json"
+    lost.unlink()
+    again = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False)
+    assert lost.exists()
+    unchanged = [p for p, t in finished.items() if p.stat().st_mtime_ns == t]
+    assert len(unchanged) >= len(finished) - 1
+    assert again["teachers"]["oracle"]["params"] == results["teachers"]["oracle"]["params"]
+
+
+def test_another_preset_in_the_same_folder_is_refused(smoke):
+    root, _ = smoke
+    assert main(["experiment", "--task", "scene-text", "--preset", "quick", "--out", str(root / "out"),
+                 "--cache", str(root / "cache"), "--no-progress"]) == 2
+
+
+def test_evaluate_reads_both_user_formats(smoke, tmp_path, capsys):
+    root, results = smoke
+    task = get_task("scene-text")
+    test = task.dataset(results["data"]["path"], "test", SkipLog())
+    images = [test[i]["image"] for i in range(8)]
+    labels = [test[i]["text"] for i in range(8)]
+    ckpt = results["students"]["student_kd_oracle"]["checkpoints"][0]
+    for folder in (write_labels_tsv(tmp_path / "tsv", images, labels), write_lmdb(tmp_path / "lmdb", images, labels)):
+        assert main(["evaluate", ckpt, "--data", str(folder), "--json-out", str(tmp_path / "m.json")]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["n"] == 8 and set(printed) >= {"word_accuracy", "cer", "n"}
+        assert json.loads((tmp_path / "m.json").read_text()) == printed
+
+
+def test_recognize_prints_one_line_per_image_and_lists_bad_ones(smoke, tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
+    root, results = smoke
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(np.full((32, 100), 200, np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg")
+    ckpt = results["students"]["student_ctc"]["checkpoints"][0]
+    assert main(["recognize", ckpt, "a.png", "broken.jpg", "missing.png"]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("a.png\t")
+    skipped = (tmp_path / "skipped.tsv").read_text().splitlines()
+    assert len(skipped) == 3 and "broken.jpg" in skipped[1] and "missing.png" in skipped[2]
+    assert "broken.jpg" in captured.err and "Traceback" not in captured.err
+
+
+def test_exported_onnx_matches_torch(smoke, tmp_path):
+    root, results = smoke
+    ckpt = results["students"]["student_ctc"]["checkpoints"][0]
+    assert main(["export", ckpt, "--format", "onnx", "--out", str(tmp_path / "s.onnx")]) == 0
+    task, model, _ = load_model(ckpt)
+    batch = task.collate(task.example_inputs(3))
+    expected, _ = model(batch.sources, batch.source_lengths)
+    session = onnxruntime.InferenceSession(str(tmp_path / "s.onnx"))
+    got = session.run(["log_probs"], {"sources": batch.sources.numpy(), "source_lengths": batch.source_lengths.numpy()})[0]
+    assert np.allclose(got, expected.numpy(), atol=1e-4)
+
+
+def test_an_oracle_teacher_cannot_be_used_to_recognize(smoke, tmp_path, capsys):
+    _, results = smoke
+    assert main(["recognize", results["teachers"]["oracle"]["checkpoint"], str(tmp_path / "x.png")]) == 2
+    assert "Oracle Teacher" in capsys.readouterr().err
