@@ -65,7 +65,7 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
                 "oracle": runner.teacher("oracle", "oracle", {})}
     ablations = {name: runner.teacher(f"oracle_{name}", "oracle", {name: True})
                  for name in cfg["diagnostics"].get("ablations", [])}
-    students = {arm: runner.arm(arm, teacher, seeds) for arm, teacher in ARMS.items()}
+    students = runner.students(seeds)
 
     results = {
         "task": task_name, "preset": preset, "seeds": seeds, "metric": task.metric,
@@ -139,32 +139,32 @@ class Runner:
                     np.save(f, post)
         return np.load(path, mmap_mode="r")
 
-    def arm(self, arm: str, teacher: str | None, seeds: list[int]) -> dict:
-        train = self.splits["train"] if teacher is None else WithTeacher(self.splits["train"], self.posteriors(teacher))
-        kd = None if teacher is None else self.tune(arm, train)
-        runs = []
+    def students(self, seeds: list[int]) -> dict:
+        """Every arm over every seed, seeds in the outer loop so that a stopped run
+        leaves complete seeds; KD hyper-parameters are tuned first (seed 0)."""
+        trains, kds = {}, {}
+        for arm, teacher in ARMS.items():
+            trains[arm] = self.splits["train"] if teacher is None else WithTeacher(self.splits["train"], self.posteriors(teacher))
+            kds[arm] = None if teacher is None else self.tune(arm, trains[arm])
+        runs = {arm: [] for arm in ARMS}
         for seed in seeds:
-            say(f"{arm} seed {seed}: training")
-            res = fit(self.task, "student", self.cfg["models"]["student"], train, self.splits["val"],
-                      self.train_cfg("student"), self.run_dir(arm, seed, kd), kd=kd, seed=seed, progress=self.progress)
-            _, model, _ = load_model(res.checkpoint)
-            test, decoded = diagnostics.evaluate(self.task, model, self.splits["test"])
-            runs.append({"seed": seed, "checkpoint": res.checkpoint, "test": test, "validation": res.best_val,
-                         "epochs": res.epochs, "train_seconds": res.train_seconds,
-                         "alignment_accuracy": diagnostics.alignment_accuracy(decoded), "params": res.params})
-            self.histories[f"{arm} seed {seed}"] = res.history
-            if seed == seeds[0]:
-                self.checkpoints[arm] = res.checkpoint
-            say(f"{arm} seed {seed}: test {self.task.metric} {test[self.task.metric]:.4f}")
-        metrics = [k for k in runs[0]["test"] if k != "n"]
-        return {
-            "params": runs[0]["params"],
-            "kd": asdict(kd) if kd else None,
-            "test": {m: spread([r["test"][m] for r in runs]) for m in metrics},
-            "checkpoints": [r["checkpoint"] for r in runs],
-            "alignment_accuracy": mean_or_none([r["alignment_accuracy"] for r in runs]),
-            "runs": runs,
-        }
+            for arm in ARMS:
+                runs[arm].append(self.student_run(arm, trains[arm], kds[arm], seed, first=seed == seeds[0]))
+        return {arm: summarize(runs[arm], kds[arm]) for arm in ARMS}
+
+    def student_run(self, arm: str, train, kd: KDConfig | None, seed: int, first: bool) -> dict:
+        say(f"{arm} seed {seed}: training")
+        res = fit(self.task, "student", self.cfg["models"]["student"], train, self.splits["val"],
+                  self.train_cfg("student"), self.run_dir(arm, seed, kd), kd=kd, seed=seed, progress=self.progress)
+        _, model, _ = load_model(res.checkpoint)
+        test, decoded = diagnostics.evaluate(self.task, model, self.splits["test"])
+        self.histories[f"{arm} seed {seed}"] = res.history
+        if first:
+            self.checkpoints[arm] = res.checkpoint
+        say(f"{arm} seed {seed}: test {self.task.metric} {test[self.task.metric]:.4f}")
+        return {"seed": seed, "checkpoint": res.checkpoint, "test": test, "validation": res.best_val,
+                "epochs": res.epochs, "train_seconds": res.train_seconds,
+                "alignment_accuracy": diagnostics.alignment_accuracy(decoded), "params": res.params}
 
     def run_dir(self, arm: str, seed: int, kd: KDConfig | None) -> Path:
         tag = "" if kd is None else f"_{kd.method}_t{kd.tau:g}_w{kd.weight:g}"
@@ -185,6 +185,18 @@ class Runner:
             return grid[pick]
         self.kd_choice[arm] = {"grid": [asdict(grid[0])], "chosen": asdict(grid[0])}
         return grid[0]
+
+
+def summarize(runs: list[dict], kd: KDConfig | None) -> dict:
+    metrics = [k for k in runs[0]["test"] if k != "n"]
+    return {
+        "params": runs[0]["params"],
+        "kd": asdict(kd) if kd else None,
+        "test": {m: spread([r["test"][m] for r in runs]) for m in metrics},
+        "checkpoints": [r["checkpoint"] for r in runs],
+        "alignment_accuracy": mean_or_none([r["alignment_accuracy"] for r in runs]),
+        "runs": runs,
+    }
 
 
 def spread(values: list[float]) -> dict:

@@ -32,6 +32,7 @@ logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 class TrainConfig:
     max_epochs: int = 10
     patience: int = 3  # epochs without validation improvement before stopping
+    min_epochs: int = 1  # CTC models sit on a blank plateau first; do not stop during it
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -146,8 +147,7 @@ class RunRecorder(pl.Callback):
         row = {"epoch": trainer.current_epoch + 1, "seconds": round(self.elapsed(), 2),
                "train_loss": pl_module.epoch_train_loss(), **{f"val_{k}": v for k, v in val.items()}}
         self.history.append(row)
-        score = val[self.metric]
-        if self.best is None or (score > self.best[self.metric] if self.higher else score < self.best[self.metric]):
+        if self.improves(val):
             self.best, self.best_epoch, self.best_seconds = val, row["epoch"], row["seconds"]
             if trainer.is_global_zero:
                 save_model(self.out_dir / "best.safetensors", pl_module.model, self.meta)
@@ -155,6 +155,15 @@ class RunRecorder(pl.Callback):
             atomic_write_json(self.out_dir / "history.json", self.history)
         with atomic_path(self.out_dir / "last.ckpt") as tmp:
             trainer.save_checkpoint(tmp)
+
+    def improves(self, val: dict) -> bool:
+        """Better on the primary metric; on a tie (e.g. 0 word accuracy on the plateau), lower CER."""
+        if self.best is None:
+            return True
+        new, old = val[self.metric], self.best[self.metric]
+        if new != old:
+            return new > old if self.higher else new < old
+        return val.get("cer", 0.0) < self.best.get("cer", 0.0)
 
     def state_dict(self):
         return {"history": json.dumps(self.history), "best": json.dumps(self.best), "best_epoch": self.best_epoch,
@@ -193,7 +202,7 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     trainer = pl.Trainer(
         accelerator="cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if cfg.devices > 1 or cfg.num_nodes > 1 else "auto",
-        max_epochs=cfg.max_epochs, gradient_clip_val=cfg.grad_clip,
+        max_epochs=cfg.max_epochs, min_epochs=min(cfg.min_epochs, cfg.max_epochs), gradient_clip_val=cfg.grad_clip,
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metric}", patience=cfg.patience, mode=mode), recorder],
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
