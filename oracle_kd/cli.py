@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -123,7 +124,9 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from oracle_kd.train_command import train_one
 
-    print(json.dumps(train_one(args), indent=2))
+    result = train_one(args)
+    if int(os.environ.get("RANK", "0")) == 0:  # under DDP every process returns here; one prints
+        print(json.dumps(result, indent=2))
     return 0
 
 

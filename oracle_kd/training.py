@@ -153,8 +153,11 @@ class RunRecorder(pl.Callback):
                 save_model(self.out_dir / "best.safetensors", pl_module.model, self.meta)
         if trainer.is_global_zero:
             atomic_write_json(self.out_dir / "history.json", self.history)
-        with atomic_path(self.out_dir / "last.ckpt") as tmp:
-            trainer.save_checkpoint(tmp)
+        if trainer.is_global_zero:
+            with atomic_path(self.out_dir / "last.ckpt") as tmp:
+                trainer.save_checkpoint(tmp)
+        else:  # a collective call under DDP; only rank 0 writes
+            trainer.save_checkpoint(self.out_dir / "last.ckpt")
 
     def improves(self, val: dict) -> bool:
         """Better on the primary metric; on a tie (e.g. 0 word accuracy on the plateau), lower CER."""
@@ -173,6 +176,23 @@ class RunRecorder(pl.Callback):
         self.history, self.best = json.loads(state["history"]), json.loads(state["best"])
         self.best_epoch, self.best_seconds = state["best_epoch"], state["best_seconds"]
         self.elapsed_before = state["elapsed"]
+
+
+def restore_if_finished(last: Path, recorder: RunRecorder, cfg: TrainConfig) -> bool:
+    """True (and the recorder restored) when `last` already holds a finished run, as
+    after a stop between the last epoch and writing result.json: Lightning would
+    refuse to fit a run that has nothing left to do."""
+    state = torch.load(last, map_location="cpu", weights_only=True)
+    callbacks = state.get("callbacks", {})
+    mine = callbacks.get(type(recorder).__qualname__)
+    if mine is None:
+        return False
+    epochs = len(json.loads(mine["history"]))
+    waited = max((v.get("wait_count", 0) for k, v in callbacks.items() if k.startswith("EarlyStopping")), default=0)
+    if epochs >= cfg.max_epochs or (waited >= cfg.patience and epochs >= cfg.min_epochs):
+        recorder.load_state_dict(mine)
+        return True
+    return False
 
 
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
@@ -209,7 +229,8 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),
     )
     last = out_dir / "last.ckpt"
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+    if not (last.exists() and restore_if_finished(last, recorder, cfg)):
+        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None, weights_only=True)
 
     result = RunResult(
         checkpoint=str(out_dir / "best.safetensors"),

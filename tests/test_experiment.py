@@ -107,7 +107,8 @@ def test_exported_onnx_matches_torch(smoke, tmp_path):
     assert main(["export", ckpt, "--format", "onnx", "--out", str(tmp_path / "s.onnx")]) == 0
     task, model, _ = load_model(ckpt)
     batch = task.collate(task.example_inputs(3))
-    expected, _ = model(batch.sources, batch.source_lengths)
+    with torch.no_grad():
+        expected, _ = model(batch.sources, batch.source_lengths)
     session = onnxruntime.InferenceSession(str(tmp_path / "s.onnx"))
     got = session.run(["log_probs"], {"sources": batch.sources.numpy(), "source_lengths": batch.source_lengths.numpy()})[0]
     assert np.allclose(got, expected.numpy(), atol=1e-4)
