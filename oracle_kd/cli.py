@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
     e.add_argument("--out", default=None, help="output folder (default: runs/<task>-<preset>)")
     e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
+    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(run=cmd_experiment)
 
@@ -105,7 +106,8 @@ def cmd_experiment(args) -> int:
 
     out = args.out or f"runs/{args.task}-{args.preset}"
     results = run_experiment(args.task, args.preset, args.seeds, out,
-                             cache=Path(args.cache) if args.cache else None, progress=not args.no_progress)
+                             cache=Path(args.cache) if args.cache else None, progress=not args.no_progress,
+                             threads=args.threads)
     print(summary_table(results))
     return 0
 

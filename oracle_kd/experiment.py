@@ -44,13 +44,14 @@ def say(msg: str) -> None:
 
 
 def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = None, out: str | Path = "runs/exp",
-                   cache: Path | None = None, progress: bool = True) -> dict:
+                   cache: Path | None = None, progress: bool = True, threads: int | None = None) -> dict:
     task = get_task(task_name)
     cfg = load_preset(task_name, preset)
     seeds = list(range(seeds if seeds is not None else cfg["seeds"]))
     out = Path(out)
     check_same_experiment(out, {"task": task_name, "preset": preset, "config": cfg})
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    # more threads than free cores makes PyTorch's CPU kernels much slower, not faster
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     started = time.perf_counter()
 
     say(f"data: preparing {task_name} ({preset})")
