@@ -10,7 +10,9 @@ from pathlib import Path
 
 from oracle_kd.io import InputError
 
-TASK_NAMES = ["scene-text"]
+from oracle_kd.tasks import TASKS
+
+TASK_NAMES = sorted(TASKS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("images", nargs="+")
     r.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
     r.set_defaults(run=cmd_recognize)
+
+    a = sub.add_parser("transcribe", help="transcribe audio files; prints path<TAB>text and the real-time factor")
+    a.add_argument("checkpoint")
+    a.add_argument("audio", nargs="+")
+    a.add_argument("--beam", type=int, default=0, help="beam width (0: greedy decoding)")
+    a.add_argument("--lm", default=None, help="KenLM n-gram model (ARPA or binary) for beam search")
+    a.add_argument("--alpha", type=float, default=0.5, help="LM weight")
+    a.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    a.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
+    a.set_defaults(run=cmd_transcribe)
 
     x = sub.add_parser("export", help="export a student for deployment")
     x.add_argument("checkpoint")
@@ -162,6 +174,33 @@ def cmd_recognize(args) -> int:
         print(f"{source}\t{text}")
     skips.write(args.skipped)
     return 1 if len(skips) and len(skips) == len(args.images) else 0
+
+
+def cmd_transcribe(args) -> int:
+    import time
+
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.decoding import BeamSearch
+    from oracle_kd.inference import recognize
+    from oracle_kd.skips import SkipLog
+
+    task, model, _ = load_model(args.checkpoint)
+    if task.name != "speech":
+        raise InputError(f"{args.checkpoint} is a {task.name} model; transcribe reads speech models")
+    decoder = None
+    if args.beam or args.lm:
+        decoder = BeamSearch(task.vocab.chars, beam_width=args.beam or 32, lm_path=args.lm, alpha=args.alpha, beta=args.beta)
+    skips = SkipLog()
+    start, audio_seconds = time.perf_counter(), 0.0
+    for source, text, example in recognize(task, model, args.audio, skips, decoder=decoder, with_examples=True):
+        audio_seconds += task.seconds(example)
+        print(f"{source}\t{text}")
+    elapsed = time.perf_counter() - start
+    if audio_seconds:
+        print(f"real-time factor {elapsed / audio_seconds:.4f} ({audio_seconds:.1f} s of audio in {elapsed:.2f} s)",
+              file=sys.stderr)
+    skips.write(args.skipped)
+    return 1 if len(skips) and len(skips) == len(args.audio) else 0
 
 
 def cmd_export(args) -> int:

@@ -57,3 +57,16 @@ def add_teacher(batch: Batch, examples: list[dict]) -> Batch:
     if "teacher_log_probs" in examples[0]:
         batch.teacher_log_probs = torch.stack([e["teacher_log_probs"] for e in examples])
     return batch
+
+
+class ListDataset(Dataset):
+    """Examples held in memory (user data sets after reading and checking)."""
+
+    def __init__(self, examples: list[dict]):
+        self.examples = examples
+
+    def __len__(self):
+        return len(self.examples)
+
+    def __getitem__(self, i):
+        return {**self.examples[i], "index": i}

@@ -29,3 +29,32 @@ def greedy_decode(log_probs: torch.Tensor, frame_lengths: torch.Tensor, blank: i
             prev = k
         hyps.append(Hypothesis(ids, frames))
     return hyps
+
+
+class BeamSearch:
+    """CTC prefix beam search (pyctcdecode), with an optional KenLM n-gram language model.
+
+    `labels` are the vocabulary characters in label-id order (blank excluded);
+    a space is the word delimiter. `lm_path` is an ARPA or binary KenLM file;
+    it needs the optional `kenlm` package (`pip install -e ".[lm]"`).
+    """
+
+    def __init__(self, labels: str, beam_width: int = 32, lm_path: str | None = None,
+                 alpha: float = 0.5, beta: float = 1.0):
+        from pyctcdecode import build_ctcdecoder
+
+        from oracle_kd.io import InputError
+
+        if lm_path is not None:
+            try:
+                import kenlm  # noqa: F401
+            except ImportError:
+                raise InputError("an n-gram LM needs the kenlm package: pip install -e '.[lm]'") from None
+        self.beam_width = beam_width
+        self.decoder = build_ctcdecoder([""] + list(labels), kenlm_model_path=lm_path, alpha=alpha, beta=beta)
+
+    def __call__(self, log_probs: torch.Tensor, frame_lengths: torch.Tensor) -> list[str]:
+        out = []
+        for row, n in zip(log_probs.float().cpu().numpy(), frame_lengths.tolist()):
+            out.append(self.decoder.decode(row[:n], beam_width=self.beam_width))
+        return out

@@ -9,7 +9,7 @@ from PIL import Image
 from oracle_kd.cli import main
 from oracle_kd.data import WithTeacher
 from oracle_kd.tasks import get_task
-from oracle_kd.tasks.scene_text.task import ListDataset
+from oracle_kd.data import ListDataset
 from oracle_kd.training import KDConfig, NonFiniteLoss, TrainConfig, fit
 
 from .conftest import TINY

@@ -6,6 +6,7 @@ from oracle_kd.io import InputError
 
 TASKS = {
     "scene-text": "oracle_kd.tasks.scene_text.task:SceneTextTask",
+    "speech": "oracle_kd.tasks.speech.task:SpeechTask",
 }
 
 

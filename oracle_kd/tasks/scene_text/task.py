@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oracle_kd.data import Batch, add_teacher, pad_targets
+from oracle_kd.data import Batch, ListDataset, add_teacher, pad_targets
 from oracle_kd.io import InputError
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks.scene_text.images import CHARSET, IMAGE_HEIGHT, IMAGE_WIDTH, normalize_label
@@ -141,13 +141,3 @@ class RenderedSplit(Dataset):
         return {"image": np.array(self.images[i]), "text": self.texts[i], "spans": np.array(self.spans[i]),
                 "index": i, "source": f"{self.source}:{i}"}
 
-
-class ListDataset(Dataset):
-    def __init__(self, examples: list[dict]):
-        self.examples = examples
-
-    def __len__(self):
-        return len(self.examples)
-
-    def __getitem__(self, i):
-        return {**self.examples[i], "index": i}

@@ -1,0 +1,237 @@
+"""What audio is to the models: 16 kHz mono samples, then normalised log-mel frames.
+
+Training, evaluation, `recognize` and export all go through `load_audio` and
+`LogMel`, so every stage sees the same features. The filterbank and the
+spectrogram follow librosa's defaults (Slaney mel scale and area
+normalisation, periodic Hann window, zero padding for `center=True`), and the
+tests check them against librosa, which is not needed at runtime.
+"""
+
+from __future__ import annotations
+
+import struct
+import warnings
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+SAMPLE_RATE = 16000  # samples per second; every file is resampled to this on loading
+N_FFT = 512  # FFT size: 32 ms, the power of two above WIN_LENGTH
+WIN_LENGTH = 400  # 25 ms analysis window (zero-padded to N_FFT)
+HOP_LENGTH = 160  # 10 ms between feature frames
+N_MELS = 80  # mel bins per frame
+N_FREQS = N_FFT // 2 + 1  # 257 spectrum bins, 0 Hz to SAMPLE_RATE / 2
+LOG_FLOOR = 1e-6  # added to the mel power before the log, so silence stays finite
+
+
+def load_audio(path: str | Path) -> np.ndarray:
+    """A WAV/FLAC (anything libsndfile reads) file -> float32 mono samples at SAMPLE_RATE.
+
+    Channels are averaged; other sample rates are resampled with soxr. Raises
+    FileNotFoundError for a missing file and ValueError, with the reason, for a
+    file that is empty, unreadable, truncated or holds no samples.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ValueError("empty audio file (0 bytes)")
+    try:
+        f = soundfile.SoundFile(str(path))
+    except (soundfile.SoundFileError, RuntimeError) as e:
+        raise ValueError(f"unreadable audio ({_libsndfile_reason(e)})") from None
+    with f:
+        declared, rate = f.frames, f.samplerate
+        try:
+            data = f.read(dtype="float32", always_2d=True)  # (samples, channels)
+        except (soundfile.SoundFileError, RuntimeError) as e:
+            reason = _libsndfile_reason(e)
+            raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
+    if len(data) < declared:
+        raise ValueError(
+            f"truncated audio: the header declares {declared} samples, the file holds {len(data)}"
+        )
+    missing = _wav_missing_bytes(path)
+    if missing:
+        raise ValueError(
+            f"truncated audio: the WAV header declares {missing} more bytes than the file holds"
+        )
+    if len(data) == 0:
+        raise ValueError("empty audio (0 samples)")
+    if not np.isfinite(data).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != SAMPLE_RATE:
+        audio = soxr.resample(audio, rate, SAMPLE_RATE)
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def mel_filterbank(
+    n_freqs: int = N_FREQS, n_mels: int = N_MELS, sample_rate: int = SAMPLE_RATE
+) -> torch.Tensor:
+    """Triangular mel filters (n_mels, n_freqs) over 0 Hz .. sample_rate / 2.
+
+    Slaney's mel scale (linear below 1 kHz, logarithmic above) with each
+    triangle scaled to unit area in Hz ("slaney" norm): the same matrix as
+    `librosa.filters.mel(sr=sample_rate, n_fft=2 * (n_freqs - 1), n_mels=n_mels)`.
+    """
+    fft_hz = np.linspace(0.0, sample_rate / 2, n_freqs)
+    edges_hz = _mel_to_hz(np.linspace(0.0, _hz_to_mel(sample_rate / 2), n_mels + 2))
+    widths = np.diff(edges_hz)
+    ramps = edges_hz[:, None] - fft_hz[None, :]  # (n_mels + 2, n_freqs)
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges_hz[2:] - edges_hz[:-2]))[:, None]
+    return torch.from_numpy(weights.astype(np.float32))
+
+
+class LogMel(torch.nn.Module):
+    """waveform (batch, samples), lengths (batch,) -> features (batch, frames, N_MELS), frame_lengths.
+
+    Frames are centred on samples 0, HOP_LENGTH, 2 * HOP_LENGTH, ... with zero
+    padding beyond both ends (`center=True`), so `samples` samples give
+    `frames = 1 + samples // HOP_LENGTH` frames; the batch has
+    `1 + waveform.shape[1] // HOP_LENGTH`. Each utterance is normalised to zero
+    mean and unit variance per mel bin over its own valid frames; padding takes
+    no part in the statistics and comes out as zeros. Samples beyond `lengths`
+    are zeroed first, so an utterance gets the same features alone or padded
+    in a batch.
+    """
+
+    def __init__(self):
+        super().__init__()
+        # Buffers, not constants: they follow .to(device) and are stored in
+        # ONNX graphs; persistent=False keeps them out of checkpoints.
+        self.register_buffer("window", torch.hann_window(WIN_LENGTH), persistent=False)
+        self.register_buffer("mel_basis", mel_filterbank(N_FREQS, N_MELS, SAMPLE_RATE), persistent=False)
+
+    def forward(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features, frame_lengths = self.log_mel(waveform, lengths)
+        return normalize_per_utterance(features, frame_lengths), frame_lengths
+
+    def log_mel(self, waveform: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The features before normalisation: log(mel power + LOG_FLOOR), padding not yet zeroed."""
+        samples = torch.arange(waveform.shape[1], device=waveform.device)
+        waveform = waveform * (samples[None, :] < lengths[:, None]).to(waveform.dtype)
+        power = self._power_spectrum(waveform)  # (batch, N_FREQS, frames)
+        mel = torch.matmul(self.mel_basis, power)  # (batch, N_MELS, frames)
+        return torch.log(mel + LOG_FLOOR).transpose(1, 2), 1 + lengths // HOP_LENGTH
+
+    def _power_spectrum(self, waveform: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, window=self.window,
+                      center=True, pad_mode="constant")
+        if torch.onnx.is_in_onnx_export():
+            # The TorchScript ONNX exporter's STFT takes no complex tensors;
+            # the deprecated real (re, im) output is the same numbers.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                spectrum = torch.stft(waveform, return_complex=False, **kwargs)
+            return spectrum.pow(2).sum(-1)
+        spectrum = torch.stft(waveform, return_complex=True, **kwargs)
+        return torch.view_as_real(spectrum).pow(2).sum(-1)
+
+
+def normalize_per_utterance(
+    features: torch.Tensor, frame_lengths: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """(batch, frames, bins) -> zero mean, unit (population) std per bin over valid frames; padding -> 0."""
+    frames = torch.arange(features.shape[1], device=features.device)
+    valid = (frames[None, :] < frame_lengths[:, None]).to(features.dtype)[:, :, None]  # (batch, frames, 1)
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (features * valid).sum(dim=1, keepdim=True) / count
+    centred = (features - mean) * valid
+    std = (centred.pow(2).sum(dim=1, keepdim=True) / count).sqrt()
+    return centred / (std + eps)
+
+
+def spec_augment(
+    features: torch.Tensor,
+    frame_lengths: torch.Tensor,
+    generator: torch.Generator | None = None,
+    freq_masks: int = 2,
+    freq_width: int = 15,
+    time_masks: int = 2,
+    time_width: float = 0.05,
+) -> torch.Tensor:
+    """SpecAugment (Park et al., 2019) without time warping, for training only.
+
+    features (batch, frames, bins) after normalisation, so a masked value of 0
+    is the utterance's mean. Each utterance gets `freq_masks` bands of 0 to
+    `freq_width` mel bins and `time_masks` spans of 0 to `time_width` times its
+    own valid length, placed inside its valid frames. Returns a new tensor.
+    """
+    batch, n_frames, n_bins = features.shape
+    device = features.device
+
+    def uniform(shape):
+        return torch.rand(shape, generator=generator).to(device)
+
+    bins = torch.arange(n_bins, device=device)
+    width = (uniform((batch, freq_masks)) * (freq_width + 1)).floor().clamp(max=n_bins)
+    start = (uniform((batch, freq_masks)) * (n_bins - width + 1)).floor()
+    freq_mask = ((bins >= start[..., None]) & (bins < (start + width)[..., None])).any(dim=1)
+
+    frames = torch.arange(n_frames, device=device)
+    lengths = frame_lengths.to(device=device, dtype=torch.float32)[:, None]
+    width = (uniform((batch, time_masks)) * ((time_width * lengths).floor() + 1)).floor()
+    start = (uniform((batch, time_masks)) * (lengths - width + 1)).floor()
+    time_mask = ((frames >= start[..., None]) & (frames < (start + width)[..., None])).any(dim=1)
+
+    # freq_mask (batch, bins), time_mask (batch, frames)
+    return features.masked_fill(freq_mask[:, None, :] | time_mask[:, :, None], 0.0)
+
+
+# --- helpers -------------------------------------------------------------------
+
+# Slaney's mel scale (Auditory Toolbox): 200/3 Hz per mel up to 1 kHz (15 mels),
+# then 27 mels per factor 6.4 in frequency.
+_F_SP = 200.0 / 3
+_MIN_LOG_HZ = 1000.0
+_MIN_LOG_MEL = _MIN_LOG_HZ / _F_SP
+_LOG_STEP = np.log(6.4) / 27.0
+
+
+def _hz_to_mel(hz):
+    hz = np.asarray(hz, dtype=np.float64)
+    log_part = _MIN_LOG_MEL + np.log(np.maximum(hz, _MIN_LOG_HZ) / _MIN_LOG_HZ) / _LOG_STEP
+    return np.where(hz >= _MIN_LOG_HZ, log_part, hz / _F_SP)
+
+
+def _mel_to_hz(mel):
+    mel = np.asarray(mel, dtype=np.float64)
+    log_part = _MIN_LOG_HZ * np.exp(_LOG_STEP * (np.maximum(mel, _MIN_LOG_MEL) - _MIN_LOG_MEL))
+    return np.where(mel >= _MIN_LOG_MEL, log_part, mel * _F_SP)
+
+
+def _libsndfile_reason(error: Exception) -> str:
+    """libsndfile's own words, without the "Error opening <path>:" prefix soundfile adds."""
+    reason = getattr(error, "error_string", None) or str(error)
+    return reason.strip().rstrip(".")
+
+
+def _wav_missing_bytes(path: Path) -> int:
+    """Bytes the RIFF/WAVE `data` chunk declares beyond the end of the file (0 if none, or not a WAV).
+
+    libsndfile reads a cut-off WAV without complaint, returning only the
+    samples that are there; the chunk header still tells the intended size.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return 0
+        file_size = path.stat().st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return 0
+            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if chunk_id == b"data":
+                # 0 and 0xFFFFFFFF mark "length unknown" (streamed writes, RF64).
+                if size in (0, 0xFFFFFFFF):
+                    return 0
+                return max(0, f.tell() + size - file_size)
+            f.seek(size + (size & 1), 1)  # chunks are padded to even sizes

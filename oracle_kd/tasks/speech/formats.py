@@ -1,0 +1,454 @@
+"""The two user data formats of speech recognition: NeMo manifests and LibriSpeech folders.
+
+nemo-manifest: a `.json` or `.jsonl` file with one JSON object per line (JSON
+lines, not one JSON array), as NVIDIA NeMo reads them:
+`{"audio_filepath": "wav/a.wav", "duration": 2.35, "text": "hello world"}`.
+Paths are relative to the manifest's folder, or absolute. `duration`
+(seconds) is optional; when given it must agree with the audio. An `offset`
+(seconds) selects the segment `offset .. offset + duration` of a longer file.
+A folder holding `manifest.jsonl` (what `write_manifest` makes) is read too.
+A UTF-8 BOM, blank lines and Windows line endings are tolerated.
+
+librispeech: the layout of LibriSpeech (openslr.org/12), a folder with
+`SPEAKER/CHAPTER/SPEAKER-CHAPTER.trans.txt` files, each line `UTTID TRANSCRIPT`,
+and the audio `UTTID.flac` beside it (`UTTID.wav` is accepted too). Every
+`*.trans.txt` below the folder is read, in path order; a folder holding several
+LibriSpeech splits (train-clean-100 and dev-clean, say) is refused, so that
+test audio never leaks into training. A single `.trans.txt` file is read too.
+
+Audio of any sample rate and channel count that libsndfile reads (WAV, FLAC,
+OGG, MP3, ...) is averaged to mono and resampled to 16 kHz (audio.load_audio).
+
+Transcripts (`check_transcript`): the vocabulary is lowercase a-z, the
+apostrophe and the space. Accents are folded away (Unicode NFKD, combining
+marks dropped: "café" -> "cafe", "naïve" -> "naive"; fullwidth letters and
+ligatures like "ﬁ" become plain ones). Nothing is expanded, so a transcript
+that would need words the speaker said but the text does not hold is skipped,
+not changed: any digit ("digits in transcript: '1984' (spell numbers out)"), a
+spoken symbol (& % $ € £ ¥ @ + = ° §), or a letter that does not fold to a-z
+(ß, æ, ø, Greek, Cyrillic, CJK). Everything else is `text.normalize_transcript`,
+the rule the synthetic corpus uses too: lowercase; whitespace, hyphens, dashes,
+slashes and underscores separate words; other punctuation is removed;
+typographic apostrophes become ', kept inside words, stripped at their edges:
+"Well-known, isn't it?" -> "well known isn't it".
+
+Every utterance that cannot be used is skipped with one `skips.add(source,
+reason)` and reading goes on. `source` names the manifest or transcript file
+and the 1-based line ("data/train.jsonl:17", "data/84/121123/84-121123.trans.txt:2");
+reasons about audio end with the audio file's path. Checks run in this order,
+and the first failure is the reason: malformed line (not UTF-8, not JSON, not
+an object, a key missing or of the wrong type), transcript (empty, digits,
+symbols, letters outside a-z, empty after normalisation), audio (missing,
+unreadable, truncated, empty, silent: peak below SILENT_PEAK), manifest
+duration (off by more than 0.5 s, or by more than 10% and 50 ms), then, when
+`frame_rate` is given, audio too short for its transcript under CTC.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from oracle_kd.io import InputError, atomic_path
+from oracle_kd.skips import SkipLog
+from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio
+
+MANIFEST_SUFFIXES = (".json", ".jsonl")  # NeMo manifests use either for JSON lines
+MANIFEST_FILE = "manifest.jsonl"  # what write_manifest writes; a folder holding it is a manifest data set
+TRANS_SUFFIX = ".trans.txt"  # LibriSpeech transcript files, one per chapter
+SILENT_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which audio is silent: -80 dBFS
+DURATION_SLACK_SECONDS = 0.5  # a manifest duration further off than this is wrong...
+DURATION_SLACK_FRACTION = 0.1  # ...and so is one off by more than this fraction of it,
+DURATION_ROUNDING_SECONDS = 0.05  # ...unless the difference is below this (rounded durations)
+SPOKEN_SYMBOLS = "&%$€£¥@+=°§"  # symbols read aloud as words: a transcript holding one is skipped
+LIBRISPEECH_SPLITS = {
+    "train-clean-100", "train-clean-360", "train-other-500",
+    "dev-clean", "dev-other", "test-clean", "test-other",
+}
+
+
+@dataclass
+class Utterance:
+    audio: np.ndarray  # float32, SAMPLE_RATE, mono
+    text: str  # check_transcript(raw): lowercase a-z, apostrophe, single spaces
+    source: str  # "path/manifest.jsonl:17" or "path/84-121123.trans.txt:2"
+
+
+def detect_format(path: str | Path) -> str:
+    """"nemo-manifest" or "librispeech"; raises InputError naming what was expected."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"data path not found: {path}")
+    if path.is_file():
+        if path.suffix.lower() in MANIFEST_SUFFIXES:
+            return "nemo-manifest"
+        if path.name.endswith(TRANS_SUFFIX):
+            return "librispeech"
+        raise InputError(
+            f"{path} is a file; give a NeMo manifest (.json or .jsonl, one JSON object "
+            f"per line) or a LibriSpeech folder (SPEAKER/CHAPTER/SPEAKER-CHAPTER{TRANS_SUFFIX})"
+        )
+    has_manifest = (path / MANIFEST_FILE).is_file()
+    has_trans = next(path.rglob(f"*{TRANS_SUFFIX}"), None) is not None
+    if has_manifest and has_trans:
+        raise InputError(
+            f"{path} holds both {MANIFEST_FILE} and LibriSpeech {TRANS_SUFFIX} files: "
+            f"give the manifest file, or a folder holding only one of them"
+        )
+    if has_manifest:
+        return "nemo-manifest"
+    if has_trans:
+        return "librispeech"
+    manifests = sorted(p.name for p in path.iterdir() if p.suffix.lower() in MANIFEST_SUFFIXES)
+    hint = f"; give one of the manifests in it: {', '.join(manifests[:3])}" if manifests else ""
+    raise InputError(
+        f"{path} is neither a LibriSpeech folder (SPEAKER/CHAPTER/SPEAKER-CHAPTER{TRANS_SUFFIX} "
+        f"below it) nor a folder holding {MANIFEST_FILE}{hint}"
+    )
+
+
+def read_utterances(
+    path: str | Path,
+    skips: SkipLog,
+    min_frames_per_char: float | None = None,
+    frame_rate: float | None = None,
+) -> list[Utterance]:
+    """All usable utterances of a NeMo manifest or a LibriSpeech folder, in order.
+
+    With `frame_rate` (CTC frames per second of audio), an utterance is skipped
+    when `int(seconds * frame_rate)` is below what CTC needs for its
+    transcript: one frame per character plus one blank between each repeated
+    pair ("ll" in "hello"); with `min_frames_per_char` too, also when below
+    `min_frames_per_char * len(text)`. Raises InputError if the data set is
+    missing, unreadable as a whole, or has no usable utterance; single bad
+    utterances are reported to `skips`.
+    """
+    if min_frames_per_char is not None and frame_rate is None:
+        raise ValueError("min_frames_per_char needs frame_rate (CTC frames per second)")
+    path = Path(path)
+    kind = detect_format(path)
+    checks = _Checks(frame_rate, min_frames_per_char)
+    skipped_before = len(skips)
+    if kind == "nemo-manifest":
+        manifest = path if path.is_file() else path / MANIFEST_FILE
+        utterances, total = _read_manifest(manifest, skips, checks)
+    else:
+        utterances, total = _read_librispeech(path, skips, checks)
+    if total == 0:
+        raise InputError(f"no utterances in {path}: the data set is empty")
+    if not utterances:
+        n_skipped = len(skips) - skipped_before
+        raise InputError(
+            f"no usable utterances in {path}: all {n_skipped} utterances were skipped "
+            f"(see the reasons reported for each)"
+        )
+    return utterances
+
+
+def check_transcript(raw: str) -> tuple[str, str | None]:
+    """(normalised transcript, None) or ("", reason to skip); the rule is in the module docstring."""
+    from oracle_kd.tasks.speech.text import normalize_transcript
+
+    if not raw.strip():
+        return "", "empty transcript"
+    # The checks look at the folded text; the kept text is normalize_transcript's alone.
+    folded = "".join(c for c in unicodedata.normalize("NFKD", raw) if unicodedata.category(c)[0] != "M")
+    digits = re.findall(r"\d+", folded)  # \d: any Unicode decimal digit
+    if digits:
+        shown = ", ".join(repr(d) for d in dict.fromkeys(digits))
+        return "", f"digits in transcript: {shown} (spell numbers out)"
+    symbols = [c for c in folded if c in SPOKEN_SYMBOLS]
+    if symbols:
+        shown = ", ".join(repr(c) for c in dict.fromkeys(symbols))
+        return "", f"spoken symbol in transcript: {shown} (spell it out)"
+    foreign = [c for c in folded if c.isalpha() and not c.isascii()]
+    if foreign:
+        shown = ", ".join(repr(c) for c in dict.fromkeys(foreign))
+        return "", f"characters outside the vocabulary (a-z, apostrophe): {shown}"
+    text = normalize_transcript(raw)
+    if not re.search("[a-z]", text):
+        return "", f"transcript {raw.strip()[:40]!r} is empty after normalisation"
+    return text, None
+
+
+def write_manifest(
+    out_dir: str | Path, audios: list, texts: list[str], sample_rate: int = SAMPLE_RATE
+) -> Path:
+    """Write `audio/000000001.wav`, ... (16-bit PCM) and `manifest.jsonl`; returns the manifest's path.
+
+    `audios` are float arrays in [-1, 1] (clipped), (samples,) or (samples,
+    channels), or int16 arrays. Texts are written as given (readers normalise
+    them); paths in the manifest are relative; the manifest is written last,
+    atomically.
+    """
+    out_dir = Path(out_dir)
+    _check_lengths(audios, texts)
+    (out_dir / "audio").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (audio, text) in enumerate(zip(audios, texts), start=1):
+        rel = f"audio/{i:09d}.wav"
+        samples = _write_audio(out_dir / rel, audio, sample_rate, "WAV")
+        entry = {"audio_filepath": rel, "duration": round(samples / sample_rate, 6), "text": text}
+        lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+    manifest = out_dir / MANIFEST_FILE
+    with atomic_path(manifest) as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8", newline="\n")
+    return manifest
+
+
+def write_librispeech(
+    out_dir: str | Path,
+    audios: list,
+    texts: list[str],
+    speaker: str = "84",
+    chapter: str = "121123",
+    sample_rate: int = SAMPLE_RATE,
+) -> Path:
+    """Write `SPEAKER/CHAPTER/SPEAKER-CHAPTER-0000.flac`, ... and the chapter's trans.txt; returns `out_dir`.
+
+    `audios` as in `write_manifest`; texts are written as given (LibriSpeech's
+    own are upper case), the transcript file last, atomically.
+    """
+    out_dir = Path(out_dir)
+    _check_lengths(audios, texts)
+    for i, text in enumerate(texts, start=1):
+        if "\n" in text or "\r" in text:
+            raise InputError(f"transcript {i} contains a line break: {text!r}")
+    chapter_dir = out_dir / str(speaker) / str(chapter)
+    chapter_dir.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for i, (audio, text) in enumerate(zip(audios, texts)):
+        utt_id = f"{speaker}-{chapter}-{i:04d}"
+        _write_audio(chapter_dir / f"{utt_id}.flac", audio, sample_rate, "FLAC")
+        lines.append(f"{utt_id} {text}\n")
+    with atomic_path(chapter_dir / f"{speaker}-{chapter}{TRANS_SUFFIX}") as tmp:
+        tmp.write_text("".join(lines), encoding="utf-8", newline="\n")
+    return out_dir
+
+
+# --- readers -------------------------------------------------------------------
+
+
+def _read_manifest(manifest: Path, skips: SkipLog, checks: _Checks):
+    """(utterances, number of non-blank lines) of one NeMo manifest."""
+    folder = manifest.parent
+    lines = _text_lines(manifest)
+    first = next((line for _, line in lines if line and line.strip()), "")
+    if first.lstrip().startswith("["):
+        raise InputError(
+            f"{manifest} holds a JSON array; a NeMo manifest holds one JSON object per line "
+            f'({{"audio_filepath": ..., "duration": ..., "text": ...}})'
+        )
+    utterances, total = [], 0
+    for lineno, line in lines:
+        source = f"{manifest}:{lineno}"
+        if line is None:
+            total += 1
+            skips.add(source, "line is not valid UTF-8 text")
+            continue
+        if not line.strip():
+            continue
+        total += 1
+        entry, problem = _parse_manifest_line(line)
+        if problem:
+            skips.add(source, problem)
+            continue
+        audio_path = Path(entry["audio_filepath"])
+        if not audio_path.is_absolute():
+            audio_path = folder / audio_path
+        utterance, problem = checks.utterance(
+            source, entry["text"], audio_path, entry.get("duration"), entry.get("offset")
+        )
+        if problem:
+            skips.add(source, problem)
+            continue
+        utterances.append(utterance)
+    return utterances, total
+
+
+def _parse_manifest_line(line: str) -> tuple[dict | None, str | None]:
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError as e:
+        return None, f"line is not JSON ({e.msg} at column {e.colno})"
+    if not isinstance(entry, dict):
+        return None, f"line is JSON but not an object (a {type(entry).__name__})"
+    for key in ("audio_filepath", "text"):
+        if key not in entry:
+            return None, f"missing key '{key}'"
+    if not isinstance(entry["audio_filepath"], str) or not entry["audio_filepath"].strip():
+        return None, f"'audio_filepath' is not a file path: {entry['audio_filepath']!r}"
+    if not isinstance(entry["text"], str):
+        return None, f"'text' is not a string: {entry['text']!r}"
+    for key in ("duration", "offset"):
+        value = entry.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            return None, f"'{key}' is not a number of seconds: {value!r}"
+    return entry, None
+
+
+def _read_librispeech(path: Path, skips: SkipLog, checks: _Checks):
+    """(utterances, number of non-blank lines) of every trans.txt at or below `path`."""
+    files = [path] if path.is_file() else sorted(path.rglob(f"*{TRANS_SUFFIX}"))
+    if path.is_dir():
+        splits = sorted({part for f in files for part in f.relative_to(path).parts[:-1]
+                         if part in LIBRISPEECH_SPLITS})
+        if len(splits) > 1:
+            raise InputError(
+                f"{path} holds several LibriSpeech splits ({', '.join(splits)}); give one of them"
+            )
+    utterances, total = [], 0
+    for trans in files:
+        for lineno, line in _text_lines(trans):
+            source = f"{trans}:{lineno}"
+            if line is None:
+                total += 1
+                skips.add(source, "line is not valid UTF-8 text")
+                continue
+            if not line.strip():
+                continue
+            total += 1
+            utt_id, *rest = line.split(maxsplit=1)
+            audio_path = trans.parent / f"{utt_id}.flac"
+            if not audio_path.exists() and (trans.parent / f"{utt_id}.wav").exists():
+                audio_path = trans.parent / f"{utt_id}.wav"
+            utterance, problem = checks.utterance(source, rest[0] if rest else "", audio_path, None, None)
+            if problem:
+                skips.add(source, problem)
+                continue
+            utterances.append(utterance)
+    return utterances, total
+
+
+def _text_lines(path: Path) -> list[tuple[int, str | None]]:
+    """(1-based line number, text or None if not UTF-8) for each line of a text file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    lines = []
+    # Split on "\n" only: str.splitlines would also break at U+2028 and the like.
+    for lineno, line_bytes in enumerate(raw.split(b"\n"), start=1):
+        try:
+            lines.append((lineno, line_bytes.decode("utf-8").rstrip("\r")))
+        except UnicodeDecodeError:
+            lines.append((lineno, None))
+    return lines
+
+
+# --- one utterance -------------------------------------------------------------
+
+
+class _Checks:
+    """The per-utterance checks, with the last audio file kept (segments of one
+    long file follow each other in manifests with offsets)."""
+
+    def __init__(self, frame_rate: float | None, min_frames_per_char: float | None):
+        self.frame_rate, self.min_frames_per_char = frame_rate, min_frames_per_char
+        self.load = lru_cache(maxsize=1)(_load)
+
+    def utterance(
+        self, source: str, raw_text: str, audio_path: Path, duration: float | None, offset: float | None
+    ) -> tuple[Utterance | None, str | None]:
+        text, problem = check_transcript(raw_text)
+        if problem:
+            return None, problem
+        audio, problem = self.load(audio_path)
+        if problem:
+            return None, f"{problem}: {audio_path}"
+        seconds = len(audio) / SAMPLE_RATE
+        if offset is not None:
+            end = seconds if duration is None else offset + duration
+            if end - seconds > DURATION_SLACK_SECONDS or offset >= seconds:
+                return None, (f"segment {offset:.2f}-{end:.2f} s lies beyond the end of the audio "
+                              f"({seconds:.2f} s): {audio_path}")
+            audio = audio[int(round(offset * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
+            seconds, duration = len(audio) / SAMPLE_RATE, None
+        problem = _silence(audio) or _duration_mismatch(duration, seconds)
+        if problem:
+            return None, f"{problem}: {audio_path}"
+        problem = self._too_short(text, seconds)
+        if problem:
+            return None, problem
+        return Utterance(audio, text, source), None
+
+    def _too_short(self, text: str, seconds: float) -> str | None:
+        if self.frame_rate is None:
+            return None
+        from oracle_kd.vocab import ctc_min_frames
+
+        frames = int(seconds * self.frame_rate)
+        need, why = ctc_min_frames(list(text)), "one per character, one more per repeated pair"
+        if self.min_frames_per_char is not None:
+            per_char = math.ceil(self.min_frames_per_char * len(text))
+            if per_char > need:
+                need, why = per_char, f"{self.min_frames_per_char:g} per character"
+        if frames >= need:
+            return None
+        return (f"audio too short for its transcript: {seconds:.2f} s gives {frames} frames at "
+                f"{self.frame_rate:g}/s, the {len(text)}-character transcript needs {need} ({why})")
+
+
+def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
+    try:
+        return load_audio(path), None
+    except FileNotFoundError:
+        return None, "audio file not found"
+    except IsADirectoryError:
+        return None, "audio path is a folder, not a file"
+    except ValueError as e:
+        return None, str(e)
+    except OSError as e:
+        return None, f"cannot read audio file ({e.strerror or e})"
+
+
+def _silence(audio: np.ndarray) -> str | None:
+    if len(audio) == 0:
+        return "empty audio (0 samples)"
+    peak = float(np.abs(audio).max())
+    if peak == 0.0:
+        return "silent audio (all samples are zero)"
+    if peak < SILENT_PEAK:
+        return f"silent audio (peak amplitude {peak:.1e}, below {SILENT_PEAK:g})"
+    return None
+
+
+def _duration_mismatch(duration: float | None, seconds: float) -> str | None:
+    if duration is None:
+        return None
+    off = abs(seconds - duration)
+    relative = off > DURATION_SLACK_FRACTION * duration and off > DURATION_ROUNDING_SECONDS
+    if off > DURATION_SLACK_SECONDS or relative:
+        return (f"manifest duration {duration:.2f} s but the audio is {seconds:.2f} s long "
+                f"(truncated or wrong file?)")
+    return None
+
+
+# --- writers -------------------------------------------------------------------
+
+
+def _check_lengths(audios: list, texts: list[str]) -> None:
+    if len(audios) != len(texts):
+        raise ValueError(f"{len(audios)} audios but {len(texts)} texts")
+
+
+def _write_audio(path: Path, audio, sample_rate: int, fmt: str) -> int:
+    """Write 16-bit PCM; returns the number of samples (per channel)."""
+    array = np.asarray(audio)
+    if array.ndim not in (1, 2):
+        raise ValueError(f"audio must be (samples,) or (samples, channels), got shape {array.shape}")
+    if array.dtype != np.int16:
+        array = np.clip(array.astype(np.float32), -1.0, 1.0)
+    soundfile.write(str(path), array, sample_rate, format=fmt, subtype="PCM_16")
+    return len(array)

@@ -1,0 +1,121 @@
+"""Speech models: the QuartzNet family (Kriman et al., 2020) for students and
+conventional teachers, and the Oracle Teacher's convolutional subsampling
+source encoder. Every model here halves the frame rate once (10 ms feature
+frames -> 20 ms CTC frames), so teacher and student frames line up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from oracle_kd.models.oracle import OracleConfig, OracleTeacher
+from oracle_kd.tasks.speech.audio import N_MELS
+
+STRIDE = 2  # feature frames per CTC frame
+
+
+@dataclass
+class QuartzNetConfig:
+    prologue: list[int] = field(default_factory=lambda: [128, 33])  # channels, kernel; stride STRIDE
+    blocks: list[list[int]] = field(default_factory=lambda: [[128, 33], [128, 39], [192, 51], [192, 63], [192, 75]])
+    block_repeat: int = 1  # S: how many times each block is repeated
+    sub_blocks: int = 2  # R: separable conv sub-blocks per block
+    epilogue: list[int] = field(default_factory=lambda: [256, 87])  # channels, kernel (dilation 2)
+    head_channels: int = 384  # 1x1 conv before the CTC head
+    dropout: float = 0.1
+
+
+@dataclass
+class SubsamplingConfig:
+    channels: int = 192
+    kernels: list[int] = field(default_factory=lambda: [11, 5])  # the first conv has stride STRIDE
+
+
+def separable(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    """Time-channel separable 1-D convolution: depthwise over time, then pointwise over channels."""
+    pad = dilation * (kernel // 2)
+    return nn.Sequential(
+        nn.Conv1d(cin, cin, kernel, stride=stride, padding=pad, dilation=dilation, groups=cin, bias=False),
+        nn.Conv1d(cin, cout, 1, bias=False),
+        nn.BatchNorm1d(cout),
+    )
+
+
+class JasperBlock(nn.Module):
+    """R separable sub-blocks with a pointwise residual from the block input added before the last ReLU."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, sub_blocks: int, dropout: float):
+        super().__init__()
+        self.subs = nn.ModuleList(separable(cin if i == 0 else cout, cout, kernel) for i in range(sub_blocks))
+        self.residual = nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        h = x
+        for i, sub in enumerate(self.subs):
+            h = sub(h)
+            if i == len(self.subs) - 1:
+                h = h + self.residual(x)
+            h = self.drop(torch.relu(h))
+        return h
+
+
+def conv_out_length(lengths: torch.Tensor, stride: int) -> torch.Tensor:
+    """Frames after a 'same'-padded odd-kernel convolution with this stride: ceil(T / stride)."""
+    return (lengths + stride - 1) // stride
+
+
+class QuartzNet(nn.Module):
+    """features (batch, frames, N_MELS) -> CTC log-probs (batch, frames / STRIDE, classes)."""
+
+    needs_targets = False
+
+    def __init__(self, num_classes: int, cfg: QuartzNetConfig):
+        super().__init__()
+        c, k = cfg.prologue
+        layers = [separable(N_MELS, c, k, stride=STRIDE), nn.ReLU()]
+        for channels, kernel in cfg.blocks:
+            for _ in range(cfg.block_repeat):
+                layers.append(JasperBlock(c, channels, kernel, cfg.sub_blocks, cfg.dropout))
+                c = channels
+        ec, ek = cfg.epilogue
+        layers += [separable(c, ec, ek, dilation=2), nn.ReLU(),
+                   nn.Conv1d(ec, cfg.head_channels, 1), nn.ReLU(), nn.Dropout(cfg.dropout)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Conv1d(cfg.head_channels, num_classes, 1)
+
+    def forward(self, sources, source_lengths, targets=None, target_lengths=None):
+        h = self.head(self.body(sources.transpose(1, 2)))  # (batch, classes, frames)
+        return h.transpose(1, 2).log_softmax(-1), conv_out_length(source_lengths, STRIDE)
+
+
+class ConvSubsampling(nn.Module):
+    """The Oracle Teacher's source encoder: 1-D convolutions over log-mel frames, stride STRIDE."""
+
+    def __init__(self, cfg: SubsamplingConfig):
+        super().__init__()
+        layers, cin = [], N_MELS
+        for i, kernel in enumerate(cfg.kernels):
+            layers += [nn.Conv1d(cin, cfg.channels, kernel, stride=STRIDE if i == 0 else 1, padding=kernel // 2),
+                       nn.BatchNorm1d(cfg.channels), nn.ReLU()]
+            cin = cfg.channels
+        self.body = nn.Sequential(*layers)
+        self.out_dim = cfg.channels
+
+    def forward(self, sources, source_lengths):
+        return self.body(sources.transpose(1, 2)).transpose(1, 2), conv_out_length(source_lengths, STRIDE)
+
+
+def build_model(kind: str, cfg: dict, num_classes: int) -> nn.Module:
+    """`kind` is student | conventional | oracle; `cfg` the preset's dict for it."""
+    from oracle_kd.config import from_dict
+
+    if kind in ("student", "conventional"):
+        return QuartzNet(num_classes, from_dict(QuartzNetConfig, cfg))
+    if kind == "oracle":
+        encoder = ConvSubsampling(from_dict(SubsamplingConfig, cfg.get("encoder", {})))
+        return OracleTeacher(encoder, num_classes, from_dict(OracleConfig, {k: v for k, v in cfg.items() if k != "encoder"}))
+    raise ValueError(f"unknown model kind {kind!r}: student, conventional or oracle")

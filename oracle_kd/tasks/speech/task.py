@@ -1,0 +1,175 @@
+"""Speech recognition: 16 kHz audio in, lowercase characters (a-z, apostrophe, space) out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from oracle_kd.data import Batch, ListDataset, add_teacher, pad_targets
+from oracle_kd.io import InputError
+from oracle_kd.skips import SkipLog
+from oracle_kd.tasks.speech.audio import HOP_LENGTH, SAMPLE_RATE, LogMel, spec_augment
+from oracle_kd.tasks.speech.models import STRIDE
+from oracle_kd.vocab import Vocab, ctc_min_frames
+
+CHARSET = "abcdefghijklmnopqrstuvwxyz' "  # the label set (blank excluded); space separates words
+CTC_FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH / STRIDE  # 50: one CTC frame per 20 ms
+
+
+class SpeechTask:
+    name = "speech"
+    vocab = Vocab(CHARSET)
+    metric = "wer"
+    higher_is_better = False
+
+    def __init__(self):
+        self.frontend = LogMel()
+
+    @staticmethod
+    def normalize(text: str) -> str:
+        from oracle_kd.tasks.speech.text import normalize_transcript
+
+        return normalize_transcript(text)
+
+    def prepare_data(self, data_cfg: dict, cache_root: Path, progress: bool = True) -> Path:
+        from oracle_kd.config import from_dict
+        from oracle_kd.tasks.speech.synth import SpeechConfig, synthesize_dataset
+
+        key = hashlib.sha1(json.dumps(data_cfg, sort_keys=True).encode()).hexdigest()[:12]
+        return synthesize_dataset(from_dict(SpeechConfig, data_cfg), Path(cache_root) / "speech" / key,
+                                  workers=2, progress=progress)
+
+    def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False) -> Dataset:
+        if split is not None:
+            return SynthSplit(Path(path), split, augment=train)
+        from oracle_kd.tasks.speech.formats import read_utterances
+
+        examples = []
+        for utt in read_utterances(Path(path), skips):  # the CTC length check below uses the exact frame count
+            frames = self.frame_count(len(utt.audio), {})
+            need = ctc_min_frames(self.vocab.encode(utt.text))
+            if need > frames:
+                skips.add(utt.source, f"{len(utt.audio) / SAMPLE_RATE:.2f} s of audio gives {frames} CTC frames, "
+                                      f"the transcript needs {need}")
+                continue
+            examples.append({"audio": utt.audio, "text": utt.text, "source": utt.source, "augment": train})
+        if not examples:
+            raise InputError(f"{path}: no usable utterances ({len(skips)} skipped)")
+        return ListDataset(examples)
+
+    def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
+        from oracle_kd.tasks.speech.audio import load_audio
+
+        examples = []
+        for p in paths:
+            if not Path(p).is_file():
+                skips.add(p, "file not found")
+                continue
+            try:
+                examples.append({"audio": load_audio(p), "text": "", "source": str(p)})
+            except (OSError, ValueError, RuntimeError) as e:
+                skips.add(p, str(e))
+        return examples
+
+    def example_inputs(self, n: int) -> list[dict]:
+        rng = np.random.default_rng(0)
+        return [{"audio": (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32), "text": "",
+                 "source": f"example-{i}"} for i in range(n)]
+
+    @staticmethod
+    def seconds(example: dict) -> float:
+        return len(example["audio"]) / SAMPLE_RATE
+
+    def collate(self, examples: list[dict]) -> Batch:
+        lengths = torch.tensor([len(e["audio"]) for e in examples], dtype=torch.long)
+        audio = torch.zeros(len(examples), int(lengths.max()))
+        for row, e in enumerate(examples):
+            audio[row, : len(e["audio"])] = torch.from_numpy(np.asarray(e["audio"], dtype=np.float32))
+        with torch.no_grad():
+            features, frame_lengths = self.frontend(audio, lengths)
+            if any(e.get("augment") for e in examples):
+                rows = torch.tensor([bool(e.get("augment")) for e in examples])
+                features[rows] = spec_augment(features[rows], frame_lengths[rows])
+        targets, target_lengths = pad_targets([self.vocab.encode(e["text"]) for e in examples])
+        spans = None
+        if "word_spans" in examples[0]:
+            spans = torch.full((len(examples), targets.shape[1], 2), float("nan"))
+            for row, e in enumerate(examples):
+                spans[row, : len(e["text"])] = char_spans(e["text"], e["word_spans"]) * CTC_FRAMES_PER_SECOND
+        batch = Batch(sources=features, source_lengths=frame_lengths, targets=targets, target_lengths=target_lengths,
+                      texts=[e["text"] for e in examples],
+                      indices=torch.tensor([e.get("index", -1) for e in examples]), spans=spans)
+        return add_teacher(batch, examples)
+
+    def build_model(self, kind: str, cfg: dict) -> torch.nn.Module:
+        from oracle_kd.tasks.speech.models import build_model
+
+        return build_model(kind, cfg, self.vocab.num_classes)
+
+    def frame_count(self, source_length: int, model_cfg: dict) -> int:
+        """CTC frames for `source_length` audio samples."""
+        feature_frames = 1 + source_length // HOP_LENGTH
+        return (feature_frames + STRIDE - 1) // STRIDE
+
+    def score(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
+        import jiwer
+
+        if not references:
+            return {"wer": 1.0, "cer": 1.0}
+        hyps = [h.strip() for h in hypotheses]
+        return {"wer": float(jiwer.wer(references, hyps)), "cer": float(jiwer.cer(references, hyps))}
+
+    def plot_spikes(self, ax, example, title, label_ids, spike_frames, frames):
+        audio = torch.from_numpy(np.asarray(example["audio"], dtype=np.float32))[None]
+        features, _ = self.frontend(audio, torch.tensor([audio.shape[1]]))
+        seconds = audio.shape[1] / SAMPLE_RATE
+        ax.imshow(features[0].T.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, 80))
+        for start, end in example.get("word_spans", []):
+            ax.axvspan(start, end, color="cyan", alpha=0.08)
+        for k, t in zip(label_ids, spike_frames):
+            x = (t + 0.5) / CTC_FRAMES_PER_SECOND
+            ax.axvline(x, color="white", lw=0.6)
+            ax.text(x, 78, self.vocab.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center", va="top")
+        ax.set_title(title, fontsize=8, loc="left")
+        ax.set_yticks([])
+
+
+def char_spans(text: str, word_spans) -> torch.Tensor:
+    """(len(text), 2) seconds: each character gets its word's span; spaces are NaN (no single place)."""
+    out = torch.full((len(text), 2), float("nan"))
+    word, inside = 0, False
+    for i, c in enumerate(text):
+        if c == " ":
+            if inside:
+                word += 1
+            inside = False
+            continue
+        inside = True
+        if word < len(word_spans):
+            out[i] = torch.tensor(word_spans[word], dtype=torch.float32)
+    return out
+
+
+class SynthSplit(Dataset):
+    """One split of the synthesized corpus (see synth.py for the layout), memory-mapped."""
+
+    def __init__(self, folder: Path, split: str, augment: bool):
+        self.audio = np.load(folder / f"{split}_audio.npy", mmap_mode="r")
+        self.offsets = np.load(folder / f"{split}_offsets.npy")
+        self.meta = [json.loads(line) for line in (folder / f"{split}_meta.jsonl").read_text().splitlines() if line]
+        self.augment, self.source = augment, f"{folder}:{split}"
+
+    def __len__(self):
+        return len(self.meta)
+
+    def __getitem__(self, i):
+        pcm = np.asarray(self.audio[self.offsets[i] : self.offsets[i + 1]], dtype=np.float32) / 32768.0
+        m = self.meta[i]
+        return {"audio": pcm, "text": m["text"], "word_spans": m["word_spans"], "index": i,
+                "source": f"{self.source}:{i}", "augment": self.augment}
+
