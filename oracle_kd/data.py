@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -60,13 +61,29 @@ def add_teacher(batch: Batch, examples: list[dict]) -> Batch:
 
 
 class ListDataset(Dataset):
-    """Examples held in memory (user data sets after reading and checking)."""
+    """Examples held in memory (user data sets after reading and checking).
 
-    def __init__(self, examples: list[dict]):
-        self.examples = examples
+    `augment` marks the examples for on-the-fly augmentation in the task's
+    collate (training only); see `clean`."""
+
+    def __init__(self, examples: list[dict], augment: bool = False):
+        self.examples, self.augment = examples, augment
 
     def __len__(self):
         return len(self.examples)
 
     def __getitem__(self, i):
-        return {**self.examples[i], "index": i}
+        return {**self.examples[i], "index": i, "augment": self.augment}
+
+
+@contextmanager
+def clean(dataset: Dataset):
+    """Augmentation off while inside: teachers' posteriors are computed on clean sources."""
+    before = getattr(dataset, "augment", None)
+    if before is not None:
+        dataset.augment = False
+    try:
+        yield dataset
+    finally:
+        if before is not None:
+            dataset.augment = before

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from oracle_kd.data import clean
 from oracle_kd.decoding import Hypothesis, greedy_decode
 from oracle_kd.vocab import ctc_min_frames
 
@@ -55,17 +56,17 @@ def evaluate(task, model, dataset: Dataset, batch_size: int = 128) -> tuple[dict
 
 
 @torch.inference_mode()
-def posteriors(task, model, dataset: Dataset, batch_size: int = 128, progress=None) -> np.ndarray:
-    """(examples, frames, classes) float16 frame log-probabilities of a frozen teacher,
-    padded to the longest frame count; the teacher sees the labels if it can."""
+def posteriors(task, model, dataset: Dataset, batch_size: int = 128) -> np.ndarray:
+    """(examples, frames, classes) float16 frame log-probabilities of a frozen teacher on
+    clean (un-augmented) sources, padded to the longest frame count; the teacher
+    sees the labels if it can."""
     model.eval()
-    chunks, frames = [], 0
-    for batch in loader(task, dataset, batch_size):
-        log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
-        chunks.append(log_probs.half().numpy())
-        frames = max(frames, log_probs.shape[1])
-        if progress:
-            progress(len(batch.texts))
+    chunks = []
+    with clean(dataset):
+        for batch in loader(task, dataset, batch_size):
+            log_probs, _ = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+            chunks.append(log_probs.half().numpy())
+    frames = max(c.shape[1] for c in chunks)
     out = np.zeros((sum(len(c) for c in chunks), frames, chunks[0].shape[2]), dtype=np.float16)
     row = 0
     for c in chunks:

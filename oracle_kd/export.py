@@ -1,4 +1,9 @@
-"""Export a student to ONNX for deployment (greedy CTC decoding stays outside the graph)."""
+"""Export a student to ONNX for deployment (greedy CTC decoding stays outside the graph).
+
+The graph starts where the task's raw input starts: float images for scene
+text, waveforms for speech (the log-mel front end is part of the graph, so
+deployment computes exactly the features training saw).
+"""
 
 from __future__ import annotations
 
@@ -10,28 +15,17 @@ from oracle_kd.checkpoint import load_model
 from oracle_kd.io import InputError, atomic_path
 
 
-class LogProbs(torch.nn.Module):
-    """sources, source_lengths -> log_probs (batch, frames, classes), frame_lengths."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, sources, source_lengths):
-        return self.model(sources, source_lengths)
-
-
 def export_onnx(checkpoint: str, out: str) -> Path:
     task, model, meta = load_model(checkpoint)
     if getattr(model, "needs_targets", False):
         raise InputError(f"{checkpoint} is an Oracle Teacher; export a student (it reads the source alone)")
-    batch = task.collate(task.example_inputs(2))
+    module, inputs = task.export_graph(model, task.example_inputs(2))
     with atomic_path(out) as tmp:
         torch.onnx.export(
-            LogProbs(model), (batch.sources, batch.source_lengths), str(tmp),
+            module.eval(), inputs, str(tmp), opset_version=17,
             input_names=["sources", "source_lengths"], output_names=["log_probs", "frame_lengths"],
-            dynamic_axes={"sources": {0: "batch"}, "source_lengths": {0: "batch"},
-                          "log_probs": {0: "batch"}, "frame_lengths": {0: "batch"}},
+            dynamic_axes={"sources": {0: "batch", 1: "time"}, "source_lengths": {0: "batch"},
+                          "log_probs": {0: "batch", 1: "frames"}, "frame_lengths": {0: "batch"}},
             dynamo=False,
         )
     return Path(out)

@@ -33,6 +33,22 @@ def summary_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def kd_lines(results: dict) -> str:
+    """How each KD arm's (tau, weight) was chosen: validation scores of the grid, seed 0."""
+    lines = []
+    for arm, choice in results.get("kd", {}).items():
+        c = choice["chosen"]
+        line = f"- {arm}: {c['method']} KD, tau {c['tau']:g}, weight {c['weight']:g}"
+        if "validation" in choice:
+            tried = ", ".join(f"(tau {g['tau']:g}, weight {g['weight']:g}): {v:.4f}"
+                              for g, v in zip(choice["grid"], choice["validation"]))
+            line += f", chosen on validation {results['metric']} (seed 0) among {tried}"
+        else:
+            line += " (a single setting: nothing to choose)"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def teacher_table(results: dict) -> str:
     metric = results["metric"]
     lines = [f"| teacher | params | epochs to best | seconds to best | test {metric} | test cer | alignment acc. | "
@@ -66,7 +82,7 @@ Data: {results['data']['train']} train / {results['data']['val']} validation / {
 ## Students (test split)
 {summary_table(results)}
 
-KD hyper-parameters were chosen on the validation split: `{results['kd']}`.
+{kd_lines(results)}
 
 ## Teachers
 {teacher_table(results)}

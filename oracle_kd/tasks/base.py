@@ -29,6 +29,9 @@ class Task(Protocol):
     def example_inputs(self, n: int) -> list[dict]:
         """`n` synthetic unlabelled examples (export tracing, benchmarks)."""
 
+    def export_graph(self, model, examples: list[dict]):
+        """(module, example input tensors) for ONNX export, starting from the task's raw input."""
+
     def collate(self, examples: list[dict]) -> Batch: ...
 
     def build_model(self, kind: str, cfg: dict) -> torch.nn.Module:

@@ -73,6 +73,11 @@ class SceneTextTask:
         return [{"image": rng.integers(0, 256, (IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8), "text": "",
                  "source": f"example-{i}"} for i in range(n)]
 
+    def export_graph(self, model, examples: list[dict]):
+        """(module, example inputs) for ONNX: float images in [-1, 1] and their widths."""
+        batch = self.collate(examples)
+        return model, (batch.sources, batch.source_lengths)
+
     def collate(self, examples: list[dict]) -> Batch:
         images = np.stack([e["image"] for e in examples])
         sources = torch.from_numpy(images).float().unsqueeze(1) / 127.5 - 1.0  # (batch, 1, H, W) in [-1, 1]

@@ -39,6 +39,7 @@ CHUNK = 50  # utterances per worker task: amortizes pickling, keeps workers bala
 FRAME = 0.01  # s, frame of the energy measurements below
 SILENCE_DB = 40.0  # a frame this far below the loudest one is silence (ends the last word)
 NOISES = ("white", "pink", "brown")  # power spectrum flat, 1/f, 1/f^2
+NOISE_LOW_HZ = 50.0  # coloured noise starts here (see _noise)
 
 
 @dataclass
@@ -151,7 +152,7 @@ def synthesize_utterance(text: str, rng: np.random.Generator, config: SpeechConf
     rate = int(rng.integers(config.rate[0], config.rate[1] + 1))
     pitch = int(rng.integers(config.pitch[0], config.pitch[1] + 1))
     espeak = espeak_engine()
-    samples, events = espeak.speak(text, voice + variant, rate, pitch)
+    samples, events = espeak.speak(text, voice + variant, rate, pitch, seed=int(rng.integers(2**31)))
     speech = _resample(samples.astype(np.float32) / 32768.0, espeak.sample_rate, config.sample_rate)
     loud = _frame_db(speech, config.sample_rate) > -SILENCE_DB  # relative to the loudest frame
     speech_end = (np.flatnonzero(loud)[-1] + 1) * FRAME if loud.any() else len(speech) / config.sample_rate
@@ -162,7 +163,7 @@ def synthesize_utterance(text: str, rng: np.random.Generator, config: SpeechConf
     noise = str(NOISES[rng.integers(len(NOISES))])
     snr_db = float(rng.uniform(*config.snr_db))
     speech_power = float(np.mean(speech**2)) if len(speech) else 0.0
-    audio += _noise(noise, len(audio), rng) * np.sqrt(speech_power / 10 ** (snr_db / 10))
+    audio += _noise(noise, len(audio), rng, config.sample_rate) * np.sqrt(speech_power / 10 ** (snr_db / 10))
     peak = 10 ** (rng.uniform(*config.peak_dbfs) / 20)
     audio *= peak / max(float(np.abs(audio).max()), 1e-9)
     audio = np.clip(np.round(audio * 32767), -32768, 32767).astype(np.int16)
@@ -240,38 +241,39 @@ _CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctype
 class Espeak:
     """eSpeak NG from the espeakng-loader wheel, synchronous mode.
 
-    The library keeps global state: make one per process (espeak_engine() does) and
-    call it from one thread.
+    The library keeps global state, some of it in function statics that nothing
+    resets (the pitch-flutter index, automatic gain, noise generators): the same
+    call gives slightly different audio depending on everything said before it in
+    the process. So `speak` reloads the library first (dlclose, dlopen: about
+    0.5 ms), which makes each utterance a pure function of its arguments. One per
+    process (espeak_engine() does that), called from one thread.
     """
 
     def __init__(self):
         import espeakng_loader
 
-        lib = ctypes.CDLL(espeakng_loader.get_library_path())
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-            ctypes.c_void_p, ctypes.c_void_p,
-        ]
-        data_path = espeakng_loader.get_data_path().encode()
-        self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, _INITIALIZE_DONT_EXIT)
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak_Initialize failed ({self.sample_rate}) with data at {data_path.decode()}")
-        self._lib = lib
+        self._path = espeakng_loader.get_library_path()
+        self._data_path = espeakng_loader.get_data_path().encode()
+        self._libc = ctypes.CDLL(None)  # the process's C library: eSpeak draws breath noise from rand()
         self._chunks: list[np.ndarray] = []
         self._events: list[tuple[int, int]] = []
         self._callback = _CALLBACK(self._receive)  # kept referenced: the library holds a raw pointer
-        lib.espeak_SetSynthCallback(self._callback)
+        self._lib = None
+        self._unload_checked = False
+        self._reload()
 
-    def speak(self, text: str, voice: str, rate: int, pitch: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
-        """int16 samples at self.sample_rate and the word events as (text_position, sample)."""
+    def speak(self, text: str, voice: str, rate: int, pitch: int, seed: int = 0):
+        """int16 samples at self.sample_rate and the word events as (text_position, sample).
+
+        seed drives eSpeak's noise sources (breathy and whispered variants).
+        """
+        self._reload()
         if self._lib.espeak_SetVoiceByName(voice.encode()) != 0:
             raise ValueError(f"eSpeak NG has no voice {voice!r}")
         self._lib.espeak_SetParameter(_RATE, rate, 0)
         self._lib.espeak_SetParameter(_PITCH, pitch, 0)
+        self._lib.espeak_ng_SetRandSeed(seed)
+        self._libc.srand(seed)
         self._chunks.clear()
         self._events.clear()
         data = text.encode()
@@ -280,6 +282,41 @@ class Espeak:
             raise RuntimeError(f"espeak_Synth failed ({status}) on {text!r}")
         audio = np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
         return audio, list(self._events)
+
+    def _reload(self) -> None:
+        """Unload the library if loaded, load and initialise it afresh."""
+        import _ctypes
+
+        if self._lib is not None:
+            self._lib.espeak_Terminate()
+            _ctypes.dlclose(self._lib._handle)
+            if not self._unload_checked:
+                self._check_unloaded()
+        lib = ctypes.CDLL(self._path)
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_SetSynthCallback.argtypes = [_CALLBACK]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
+            ctypes.c_void_p, ctypes.c_void_p,
+        ]
+        self.sample_rate = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, self._data_path, _INITIALIZE_DONT_EXIT)
+        if self.sample_rate <= 0:
+            raise RuntimeError(f"espeak_Initialize failed ({self.sample_rate}) with data at {self._data_path}")
+        lib.espeak_SetSynthCallback(self._callback)
+        self._lib = lib
+
+    def _check_unloaded(self) -> None:
+        """Fail if dlclose left the library mapped (someone else holds it): no reset, no reproducibility."""
+        self._unload_checked = True
+        maps = Path("/proc/self/maps")
+        if maps.exists() and Path(self._path).name in maps.read_text():
+            raise RuntimeError(
+                f"{self._path} stays loaded after dlclose (another module in this process uses it), "
+                "so eSpeak's state cannot be reset and the corpus would not be reproducible"
+            )
 
     def _receive(self, wav, n_samples, events) -> int:
         if n_samples > 0:
@@ -320,17 +357,23 @@ def _frame_db(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return 10 * np.log10(power / power.max()) if len(power) else power
 
 
-def _noise(kind: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """float32 noise of unit power whose power spectrum falls as 1/f^k (k = 0, 1, 2)."""
-    white = rng.standard_normal(n)
-    if kind != "white" and n > 1:
-        spectrum = np.fft.rfft(white)
-        frequency = np.arange(len(spectrum), dtype=np.float64)
-        frequency[0] = 1.0  # the DC term is removed below
-        spectrum /= frequency ** (0.5 if kind == "pink" else 1.0)  # amplitude: power^(1/2)
-        spectrum[0] = 0.0
-        white = np.fft.irfft(spectrum, n)
-    return (white / max(float(np.sqrt(np.mean(white**2))), 1e-12)).astype(np.float32)
+def _noise(kind: str, n: int, rng: np.random.Generator, sample_rate: int) -> np.ndarray:
+    """float32 noise of unit power, power spectrum flat (white), 1/f (pink) or 1/f^2 (brown).
+
+    Coloured noise has nothing below NOISE_LOW_HZ: a 1/f^k spectrum followed down to
+    0 Hz puts most of its power in an inaudible drift, and the SNR would mean little.
+    """
+    if kind == "white" or n < 2:
+        noise = rng.standard_normal(n)
+    else:
+        size = 1 << (n - 1).bit_length()  # a power of two: FFTs of odd lengths can be 20x slower
+        spectrum = np.fft.rfft(rng.standard_normal(size))
+        frequency = np.fft.rfftfreq(size, 1 / sample_rate)
+        audible = frequency >= NOISE_LOW_HZ
+        spectrum[~audible] = 0.0
+        spectrum[audible] /= frequency[audible] ** (0.5 if kind == "pink" else 1.0)  # amplitude: power^(1/2)
+        noise = np.fft.irfft(spectrum, size)[:n]
+    return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
 
 
 # --- dataset assembly -------------------------------------------------------------------------
@@ -410,8 +453,8 @@ class _SplitWriter:
             array.flush()
             del array
         self.raw_path.unlink()
-        with atomic_path(self.out_dir / f"{self.split}_offsets.npy") as tmp:
-            np.save(tmp, np.array(self.offsets, dtype=np.int64), allow_pickle=False)
+        with atomic_path(self.out_dir / f"{self.split}_offsets.npy") as tmp, open(tmp, "wb") as file:
+            np.save(file, np.array(self.offsets, dtype=np.int64), allow_pickle=False)  # a path would get ".npy" added
         with atomic_path(self.out_dir / f"{self.split}_meta.jsonl") as tmp:
             tmp.write_text("".join(line + "\n" for line in self.records))
         return total

@@ -57,10 +57,10 @@ class SpeechTask:
                 skips.add(utt.source, f"{len(utt.audio) / SAMPLE_RATE:.2f} s of audio gives {frames} CTC frames, "
                                       f"the transcript needs {need}")
                 continue
-            examples.append({"audio": utt.audio, "text": utt.text, "source": utt.source, "augment": train})
+            examples.append({"audio": utt.audio, "text": utt.text, "source": utt.source})
         if not examples:
             raise InputError(f"{path}: no usable utterances ({len(skips)} skipped)")
-        return ListDataset(examples)
+        return ListDataset(examples, augment=train)
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
         from oracle_kd.tasks.speech.audio import load_audio
@@ -84,6 +84,14 @@ class SpeechTask:
     @staticmethod
     def seconds(example: dict) -> float:
         return len(example["audio"]) / SAMPLE_RATE
+
+    def export_graph(self, model, examples: list[dict]):
+        """(module, example inputs) for ONNX: padded 16 kHz waveforms and their lengths in samples."""
+        lengths = torch.tensor([len(e["audio"]) for e in examples])
+        audio = torch.zeros(len(examples), int(lengths.max()))
+        for row, e in enumerate(examples):
+            audio[row, : len(e["audio"])] = torch.from_numpy(np.asarray(e["audio"], dtype=np.float32))
+        return WaveformModel(self.frontend, model), (audio, lengths)
 
     def collate(self, examples: list[dict]) -> Batch:
         lengths = torch.tensor([len(e["audio"]) for e in examples], dtype=torch.long)
@@ -137,6 +145,18 @@ class SpeechTask:
             ax.text(x, 78, self.vocab.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center", va="top")
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_yticks([])
+
+
+class WaveformModel(torch.nn.Module):
+    """waveforms (batch, samples), lengths -> the model's log-probs: the front end inside the graph."""
+
+    def __init__(self, frontend, model):
+        super().__init__()
+        self.frontend, self.model = frontend, model
+
+    def forward(self, audio, lengths):
+        features, frame_lengths = self.frontend(audio, lengths)
+        return self.model(features, frame_lengths)
 
 
 def char_spans(text: str, word_spans) -> torch.Tensor:

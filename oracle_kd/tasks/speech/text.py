@@ -17,7 +17,6 @@ from __future__ import annotations
 import bz2
 import hashlib
 import html
-import io
 import re
 import shutil
 import subprocess
@@ -354,7 +353,9 @@ _READERS = {"wordnet_examples": wordnet_examples, "gutenberg_book": gutenberg_bo
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"'`\u2019\u201d)]*\s+")
 # A period after these is not a sentence end; such sentences are dropped (see clean_sentences).
-_ABBREVIATION = re.compile(r"(\b[A-HJ-Za-z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Rev|Gen|Col|Capt|Lt|Sgt|Hon|vs|etc|viz|cf|ca)\.$")
+_ABBREVIATION = re.compile(
+    r"(\b[A-HJ-Za-z]|Mr|Mrs|Ms|Dr|St|Jr|Sr|Prof|Rev|Gen|Col|Capt|Lt|Sgt|Hon|vs|etc|viz|cf|ca)\.$"  # not "I."
+)
 # Characters that are not spoken, so a transcript may drop them (see normalize_transcript).
 _SILENT = re.compile(r"[A-Za-z\s'\"`\u2018\u2019\u201c\u201d,;:\-\u2010-\u2015()!?.]*")
 
