@@ -42,7 +42,7 @@ class SpeechTask:
 
         key = hashlib.sha1(json.dumps(data_cfg, sort_keys=True).encode()).hexdigest()[:12]
         return synthesize_dataset(from_dict(SpeechConfig, data_cfg), Path(cache_root) / "speech" / key,
-                                  workers=2, progress=progress)
+                                  workers=2, progress=progress, text_cache=Path(cache_root) / "speech" / "text")
 
     def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False) -> Dataset:
         if split is not None:
