@@ -139,11 +139,13 @@ class RunRecorder(pl.Callback):
     def on_fit_start(self, trainer, pl_module):
         self._start = time.perf_counter()
 
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.sanity_checking:
-            return
+    def on_train_epoch_end(self, trainer, pl_module):
+        # runs after EarlyStopping's own epoch-end check, so last.ckpt holds its updated state
         logged = {k: float(v) for k, v in trainer.callback_metrics.items()}
         val = {k[4:]: v for k, v in logged.items() if k.startswith("val_")}
+        if self.metric not in val:  # an epoch end replayed on resume, with no validation behind it
+            return
+        # the module's own epoch-end hook (which resets the training losses) runs after this one
         row = {"epoch": trainer.current_epoch + 1, "seconds": round(self.elapsed(), 2),
                "train_loss": pl_module.epoch_train_loss(), **{f"val_{k}": v for k, v in val.items()}}
         self.history.append(row)
@@ -224,7 +226,7 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
         strategy="ddp" if cfg.devices > 1 or cfg.num_nodes > 1 else "auto",
         max_epochs=cfg.max_epochs, min_epochs=min(cfg.min_epochs, cfg.max_epochs), gradient_clip_val=cfg.grad_clip,
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-        callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metric}", patience=cfg.patience, mode=mode), recorder],
+        callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metric}", patience=cfg.patience, mode=mode, strict=False), recorder],
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),
     )

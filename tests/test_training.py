@@ -1,0 +1,41 @@
+"""Training runs stop, resume and record what they did."""
+
+import json
+
+import numpy as np
+
+from oracle_kd.data import ListDataset
+from oracle_kd.tasks import get_task
+from oracle_kd.training import TrainConfig, fit
+
+from .conftest import TINY
+
+
+def tiny_data(n=16):
+    rng = np.random.default_rng(0)
+    return ListDataset([{"image": rng.integers(0, 256, (32, 128), dtype=np.uint8), "text": "ab1"} for _ in range(n)])
+
+
+def test_a_stopped_run_resumes_from_its_last_checkpoint(tmp_path):
+    task, data = get_task("scene-text"), tiny_data()
+    out = tmp_path / "run"
+    cfg = dict(batch_size=8, warmup_steps=1, patience=5)
+    first = fit(task, "student", TINY["student"], data, data, TrainConfig(max_epochs=1, **cfg), out, progress=False)
+    assert len(first.history) == 1
+    # as if the session had ended after epoch 1 of 3: the result is gone, last.ckpt remains
+    (out / "result.json").unlink()
+    resumed = fit(task, "student", TINY["student"], data, data, TrainConfig(max_epochs=3, **cfg), out, progress=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    assert resumed.history[0] == first.history[0]  # epoch 1 was not trained again
+    assert resumed.total_seconds >= first.total_seconds  # wall time accumulates across sessions
+    assert json.loads((out / "result.json").read_text())["history"] == resumed.history
+
+
+def test_a_finished_run_is_returned_as_it_is(tmp_path):
+    task, data = get_task("scene-text"), tiny_data()
+    cfg = TrainConfig(max_epochs=1, batch_size=8, warmup_steps=1)
+    first = fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "best.safetensors").stat().st_mtime_ns
+    again = fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "run", progress=False)
+    assert again == first
+    assert (tmp_path / "run" / "best.safetensors").stat().st_mtime_ns == before
