@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from oracle_kd.parallel import ordered_map
 from oracle_kd.tasks.scene_text.images import IMAGE_HEIGHT, IMAGE_WIDTH, to_model_image
 from oracle_kd.tasks.scene_text.words import (
     PUNCTUATION,
@@ -111,7 +112,7 @@ def render_dataset(config: RenderConfig, out_dir: Path, workers: int = 2, progre
     ]
     state = (config, fonts, vocab)
     with _progress_bar(sum(map(config.count, SPLITS)), progress) as bar:
-        for (split, start, stop), chunk in zip(tasks, _map_chunks(tasks, state, workers)):
+        for (split, start, stop), chunk in zip(tasks, ordered_map(_render_chunk, tasks, _init_worker, state, workers)):
             for key, values in chunk.items():
                 outputs[split][key][start:stop] = values
             bar.update(stop - start)
@@ -375,21 +376,6 @@ def _render_chunk(task) -> dict:
         out["texts"].append(text)
         out["fonts"].append(Path(font).name)
     return out
-
-
-def _map_chunks(tasks, state, workers: int):
-    """Chunk results in task order, from a process pool when workers > 1."""
-    if workers <= 1:
-        _init_worker(state)
-        yield from map(_render_chunk, tasks)
-        return
-    import multiprocessing
-
-    # fork where it exists: spawn re-imports the caller's __main__, which breaks
-    # unguarded scripts and stdin; workers touch only numpy and PIL, never torch.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, _init_worker, (state,)) as pool:
-        yield from pool.imap(_render_chunk, tasks)
 
 
 def _empty_split(config: RenderConfig, split: str) -> dict:

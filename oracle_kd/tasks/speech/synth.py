@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from oracle_kd.io import atomic_path, atomic_write_json
+from oracle_kd.parallel import ordered_map
 from oracle_kd.tasks.speech.text import MAX_WORDS, MIN_WORDS, data_card, sentences, split_sentences
 
 FORMAT_VERSION = 1
@@ -120,7 +121,7 @@ def synthesize_dataset(
     started = time.perf_counter()
     try:
         with _progress_bar(sum(map(config.count, SPLITS)), progress) as bar:
-            for (split, start, stop), chunk in zip(tasks, _map_chunks(tasks, (config, order), workers)):
+            for (split, start, stop), chunk in zip(tasks, ordered_map(_synth_chunk, tasks, _init_worker, (config, order), workers)):
                 for audio, record in chunk:
                     writers[split].add(audio, record)
                 bar.update(stop - start)
@@ -402,21 +403,6 @@ def _sentence_order(config: SpeechConfig, split: str, texts: list[str]) -> list[
     """The split's sentences in a seeded random order; utterance i says entry i mod len."""
     rng = np.random.default_rng([config.seed, SPLITS.index(split), 2**32 - 1])  # not an utterance index
     return [texts[j] for j in rng.permutation(len(texts))]
-
-
-def _map_chunks(tasks, state, workers: int):
-    """Chunk results in task order, from a process pool when workers > 1."""
-    if workers <= 1:
-        _init_worker(state)
-        yield from map(_synth_chunk, tasks)
-        return
-    import multiprocessing
-
-    # fork where it exists: spawn re-imports the caller's __main__, which breaks unguarded
-    # scripts. eSpeak runs synchronously (no threads), so a forked copy of it is sound.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    with multiprocessing.get_context(method).Pool(workers, _init_worker, (state,)) as pool:
-        yield from pool.imap(_synth_chunk, tasks)
 
 
 class _SplitWriter:
