@@ -125,7 +125,7 @@ class CTCModule(pl.LightningModule):
 
 class RunRecorder(pl.Callback):
     """History, wall time to the best epoch, the best weights (safetensors) and an
-    atomic `last.ckpt` after every validation, so a run resumes where it stopped."""
+    atomic `last.ckpt` after every epoch, so a run resumes where it stopped."""
 
     def __init__(self, out_dir: Path, metric: str, higher_is_better: bool, meta: dict):
         self.out_dir, self.metric, self.higher, self.meta = out_dir, metric, higher_is_better, meta
@@ -155,7 +155,6 @@ class RunRecorder(pl.Callback):
                 save_model(self.out_dir / "best.safetensors", pl_module.model, self.meta)
         if trainer.is_global_zero:
             atomic_write_json(self.out_dir / "history.json", self.history)
-        if trainer.is_global_zero:
             with atomic_path(self.out_dir / "last.ckpt") as tmp:
                 trainer.save_checkpoint(tmp)
         else:  # a collective call under DDP; only rank 0 writes
