@@ -48,15 +48,6 @@ def test_teachers_and_students_share_the_frame_rate_for_preset_sizes(task):
     assert len(set(frames.values())) == 1
 
 
-def test_quick_conventional_teacher_is_at_least_four_times_the_student(task):
-    from oracle_kd.config import load_preset
-
-    for preset in ("quick", "full"):
-        cfg = load_preset("scene-text", preset)["models"]
-        size = {k: sum(p.numel() for p in task.build_model(k, cfg[k]).parameters()) for k in ("student", "conventional")}
-        assert size["conventional"] >= 4 * size["student"], (preset, size)
-
-
 def test_oracle_output_depends_on_the_source(task):
     g = torch.Generator().manual_seed(2)
     examples = noise_examples(2, g)
@@ -104,3 +95,14 @@ def test_copy_test_detects_a_teacher_that_copies_through_target_positions(task):
     assert default["mismatched_decoded_as_target"] <= 0.02
     assert copying["matched_loss"] < default["matched_loss"]  # copying pays off on this data
     assert abs(copying["mismatched_loss"] - copying["matched_loss"]) < 0.05  # and ignores the source
+
+
+@pytest.mark.parametrize("task_name", ["scene-text", "speech"])
+@pytest.mark.parametrize("preset", ["quick", "full"])
+def test_preset_conventional_teacher_is_at_least_four_times_the_student(task_name, preset):
+    from oracle_kd.config import load_preset
+
+    task = get_task(task_name)
+    cfg = load_preset(task_name, preset)["models"]
+    size = {k: sum(p.numel() for p in task.build_model(k, cfg[k]).parameters()) for k in ("student", "conventional")}
+    assert size["conventional"] >= 4 * size["student"], size
