@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import string
 from dataclasses import asdict, dataclass
@@ -31,7 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from oracle_kd.parallel import ordered_map
+from oracle_kd.io import atomic_write_json
+from oracle_kd.parallel import cache_is_complete, chunk_tasks, ordered_map
 from oracle_kd.tasks.scene_text.images import IMAGE_HEIGHT, IMAGE_WIDTH, to_model_image
 from oracle_kd.tasks.scene_text.words import (
     PUNCTUATION,
@@ -94,22 +94,14 @@ class RenderConfig:
 def render_dataset(config: RenderConfig, out_dir: Path, workers: int = 2, progress: bool = True) -> Path:
     """Render train/val/test into out_dir (skip if out_dir/meta.json exists and matches config); return out_dir."""
     out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") == FORMAT_VERSION and meta.get("config") == _config_dict(config):
-            return out_dir
-        meta_path.unlink()  # the arrays are about to change; never leave a stale marker
+    if cache_is_complete(out_dir, FORMAT_VERSION, _config_dict(config)):
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     fonts = split_fonts(available_fonts())
     vocab = split_vocabulary(config.vocab_size, config.max_label_length)
     outputs = {split: _empty_split(config, split) for split in SPLITS}
-    tasks = [
-        (split, start, min(start + CHUNK, config.count(split)))
-        for split in SPLITS
-        for start in range(0, config.count(split), CHUNK)
-    ]
+    tasks = chunk_tasks({split: config.count(split) for split in SPLITS}, CHUNK)
     state = (config, fonts, vocab)
     with _progress_bar(sum(map(config.count, SPLITS)), progress) as bar:
         for (split, start, stop), chunk in zip(tasks, ordered_map(_render_chunk, tasks, _init_worker, state, workers)):
@@ -122,10 +114,7 @@ def render_dataset(config: RenderConfig, out_dir: Path, workers: int = 2, progre
         np.save(out_dir / f"{split}_spans.npy", out["spans"])
         (out_dir / f"{split}_texts.json").write_text(json.dumps(out["texts"]))
         (out_dir / f"{split}_fonts.json").write_text(json.dumps(out["fonts"]))
-    meta = _meta(config, fonts, vocab)
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, meta_path)
+    atomic_write_json(out_dir / "meta.json", _meta(config, fonts, vocab))  # last: the completeness marker
     return out_dir
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from oracle_kd.io import atomic_path, atomic_write_json
-from oracle_kd.parallel import ordered_map
+from oracle_kd.parallel import cache_is_complete, chunk_tasks, ordered_map
 from oracle_kd.tasks.speech.text import MAX_WORDS, MIN_WORDS, data_card, sentences, split_sentences
 
 FORMAT_VERSION = 1
@@ -98,12 +98,8 @@ def synthesize_dataset(
     text_cache holds the PyPI archives of the "pypi" text source (default: default_text_cache()).
     """
     out_dir = Path(out_dir)
-    meta_path = out_dir / "meta.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format_version") == FORMAT_VERSION and meta.get("config") == _config_dict(config):
-            return out_dir
-        meta_path.unlink()  # the arrays are about to change; never leave a stale marker
+    if cache_is_complete(out_dir, FORMAT_VERSION, _config_dict(config)):
+        return out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
 
     texts = split_sentences(s for s in sentences(config.text_source, text_cache or default_text_cache())
@@ -112,11 +108,7 @@ def synthesize_dataset(
         if config.count(split) and not texts[split]:
             raise ValueError(f"no {split} sentences of at most {config.max_words} words")
     order = {split: _sentence_order(config, split, texts[split]) for split in SPLITS}
-    tasks = [
-        (split, start, min(start + CHUNK, config.count(split)))
-        for split in SPLITS
-        for start in range(0, config.count(split), CHUNK)
-    ]
+    tasks = chunk_tasks({split: config.count(split) for split in SPLITS}, CHUNK)
     writers = {split: _SplitWriter(out_dir, split) for split in SPLITS}
     started = time.perf_counter()
     try:
@@ -136,7 +128,7 @@ def synthesize_dataset(
         print(f"{total} utterances, {hours:.2f} h of audio in {elapsed:.0f} s "
               f"({total / max(elapsed, 1e-9):.1f} utterances/s, {workers} workers)")
 
-    atomic_write_json(meta_path, _meta(config, texts, samples))
+    atomic_write_json(out_dir / "meta.json", _meta(config, texts, samples))  # last: the completeness marker
     return out_dir
 
 
