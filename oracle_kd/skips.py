@@ -42,3 +42,15 @@ class SkipLog:
         if not self.quiet:
             print(f"{len(self.items)} examples skipped, listed in {path}", file=sys.stderr)
         return Path(path)
+
+
+def require_usable(found: list, total: int, path, skipped: int, noun: str = "examples") -> list:
+    """`found`, or an InputError when a data set is empty or every entry of it was skipped."""
+    from oracle_kd.io import InputError
+
+    if total == 0:
+        raise InputError(f"no {noun} in {path}: the data set is empty")
+    if not found:
+        raise InputError(f"no usable {noun} in {path}: all {skipped} {noun} were skipped "
+                         "(see the reasons reported for each)")
+    return found

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from oracle_kd.io import InputError, atomic_path
-from oracle_kd.skips import SkipLog
+from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.scene_text.images import decode_image_bytes, normalize_label
 
 LABELS_FILE = "labels.tsv"
@@ -102,15 +102,7 @@ def read_examples(
     else:
         folder = path.parent if path.is_file() else path
         examples, total = _read_lmdb(folder, skips, max_label_length)
-    if total == 0:
-        raise InputError(f"no examples in {path}: the data set is empty")
-    if not examples:
-        n_skipped = len(skips) - skipped_before
-        raise InputError(
-            f"no usable examples in {path}: all {n_skipped} examples were skipped "
-            f"(see the reasons reported for each)"
-        )
-    return examples
+    return require_usable(examples, total, path, len(skips) - skipped_before, "examples")
 
 
 def write_labels_tsv(out_dir: str | Path, images: list, labels: list[str]) -> Path:

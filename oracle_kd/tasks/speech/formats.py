@@ -58,7 +58,7 @@ import numpy as np
 import soundfile
 
 from oracle_kd.io import InputError, atomic_path
-from oracle_kd.skips import SkipLog
+from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio
 
 MANIFEST_SUFFIXES = (".json", ".jsonl")  # NeMo manifests use either for JSON lines
@@ -142,15 +142,7 @@ def read_utterances(
         utterances, total = _read_manifest(manifest, skips, checks)
     else:
         utterances, total = _read_librispeech(path, skips, checks)
-    if total == 0:
-        raise InputError(f"no utterances in {path}: the data set is empty")
-    if not utterances:
-        n_skipped = len(skips) - skipped_before
-        raise InputError(
-            f"no usable utterances in {path}: all {n_skipped} utterances were skipped "
-            f"(see the reasons reported for each)"
-        )
-    return utterances
+    return require_usable(utterances, total, path, len(skips) - skipped_before, "utterances")
 
 
 def check_transcript(raw: str) -> tuple[str, str | None]:
