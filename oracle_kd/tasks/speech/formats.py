@@ -232,23 +232,15 @@ def write_librispeech(
 def _read_manifest(manifest: Path, skips: SkipLog, checks: _Checks):
     """(utterances, number of non-blank lines) of one NeMo manifest."""
     folder = manifest.parent
-    lines = _text_lines(manifest)
-    first = next((line for _, line in lines if line and line.strip()), "")
+    entries, total = _entries(manifest, skips)
+    first = entries[0][1] if entries else ""
     if first.lstrip().startswith("["):
         raise InputError(
             f"{manifest} holds a JSON array; a NeMo manifest holds one JSON object per line "
             f'({{"audio_filepath": ..., "duration": ..., "text": ...}})'
         )
-    utterances, total = [], 0
-    for lineno, line in lines:
-        source = f"{manifest}:{lineno}"
-        if line is None:
-            total += 1
-            skips.add(source, "line is not valid UTF-8 text")
-            continue
-        if not line.strip():
-            continue
-        total += 1
+    utterances = []
+    for source, line in entries:
         entry, problem = _parse_manifest_line(line)
         if problem:
             skips.add(source, problem)
@@ -300,15 +292,9 @@ def _read_librispeech(path: Path, skips: SkipLog, checks: _Checks):
             )
     utterances, total = [], 0
     for trans in files:
-        for lineno, line in _text_lines(trans):
-            source = f"{trans}:{lineno}"
-            if line is None:
-                total += 1
-                skips.add(source, "line is not valid UTF-8 text")
-                continue
-            if not line.strip():
-                continue
-            total += 1
+        entries, count = _entries(trans, skips)
+        total += count
+        for source, line in entries:
             utt_id, *rest = line.split(maxsplit=1)
             audio_path = trans.parent / f"{utt_id}.flac"
             if not audio_path.exists() and (trans.parent / f"{utt_id}.wav").exists():
@@ -319,6 +305,21 @@ def _read_librispeech(path: Path, skips: SkipLog, checks: _Checks):
                 continue
             utterances.append(utterance)
     return utterances, total
+
+
+def _entries(path: Path, skips: SkipLog) -> tuple[list[tuple[str, str]], int]:
+    """("file:line", text) of the non-blank lines of `path`, and how many there are,
+    lines that are not UTF-8 included (those are skipped, named by file and line)."""
+    entries, total = [], 0
+    for lineno, line in _text_lines(path):
+        if line is not None and not line.strip():
+            continue
+        total += 1
+        if line is None:
+            skips.add(f"{path}:{lineno}", "line is not valid UTF-8 text")
+        else:
+            entries.append((f"{path}:{lineno}", line))
+    return entries, total
 
 
 def _text_lines(path: Path) -> list[tuple[int, str | None]]:

@@ -87,17 +87,10 @@ class SpeechTask:
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: padded 16 kHz waveforms and their lengths in samples."""
-        lengths = torch.tensor([len(e["audio"]) for e in examples])
-        audio = torch.zeros(len(examples), int(lengths.max()))
-        for row, e in enumerate(examples):
-            audio[row, : len(e["audio"])] = torch.from_numpy(np.asarray(e["audio"], dtype=np.float32))
-        return WaveformModel(self.frontend, model), (audio, lengths)
+        return WaveformModel(self.frontend, model), pad_waveforms(examples)
 
     def collate(self, examples: list[dict]) -> Batch:
-        lengths = torch.tensor([len(e["audio"]) for e in examples], dtype=torch.long)
-        audio = torch.zeros(len(examples), int(lengths.max()))
-        for row, e in enumerate(examples):
-            audio[row, : len(e["audio"])] = torch.from_numpy(np.asarray(e["audio"], dtype=np.float32))
+        audio, lengths = pad_waveforms(examples)
         with torch.no_grad():
             features, frame_lengths = self.frontend(audio, lengths)
             if any(e.get("augment") for e in examples):
@@ -145,6 +138,15 @@ class SpeechTask:
             ax.text(x, 78, self.vocab.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center", va="top")
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_yticks([])
+
+
+def pad_waveforms(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(batch, longest) float32 waveforms padded with zeros, and their lengths in samples."""
+    lengths = torch.tensor([len(e["audio"]) for e in examples], dtype=torch.long)
+    audio = torch.zeros(len(examples), int(lengths.max()))
+    for row, e in enumerate(examples):
+        audio[row, : len(e["audio"])] = torch.from_numpy(np.asarray(e["audio"], dtype=np.float32))
+    return audio, lengths
 
 
 class WaveformModel(torch.nn.Module):
