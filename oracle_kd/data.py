@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,10 +20,6 @@ class Batch:
     indices: torch.Tensor  # (batch,) position of each example in its data set
     spans: torch.Tensor | None = None  # (batch, max_target_length, 2) label spans in frame units, NaN unknown
     teacher_log_probs: torch.Tensor | None = None  # (batch, frames, classes) precomputed, for KD
-
-    def to(self, device) -> "Batch":
-        move = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
-        return replace(self, **{k: move(v) for k, v in self.__dict__.items()})
 
 
 def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,6 @@ class SceneTextTask:
     vocab = Vocab(CHARSET)
     metric = "word_accuracy"
     higher_is_better = True
-    normalize = staticmethod(normalize_label)
 
     def prepare_data(self, data_cfg: dict, cache_root: Path, progress: bool = True) -> Path:
         from oracle_kd.config import from_dict

@@ -30,12 +30,6 @@ class SpeechTask:
     def __init__(self):
         self.frontend = LogMel()
 
-    @staticmethod
-    def normalize(text: str) -> str:
-        from oracle_kd.tasks.speech.text import normalize_transcript
-
-        return normalize_transcript(text)
-
     def prepare_data(self, data_cfg: dict, cache_root: Path, progress: bool = True) -> Path:
         from oracle_kd.config import from_dict
         from oracle_kd.tasks.speech.synth import SpeechConfig, synthesize_dataset
