@@ -119,7 +119,8 @@ class Runner:
         test, decoded = diagnostics.evaluate(task, model, self.splits["test"])
         entry = {"checkpoint": res.checkpoint, "params": res.params, "train_seconds": res.train_seconds,
                  "total_seconds": res.total_seconds, "epochs": res.epochs, "validation": res.best_val,
-                 "test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded)}
+                 "test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
+                 "converged": left_plateau(res.best_val)}
         if kind == "oracle":
             n = self.cfg["diagnostics"]["copy_test_examples"]
             entry["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"], limit=n)
@@ -186,6 +187,12 @@ class Runner:
             return grid[pick]
         self.kd_choice[arm] = {"grid": [asdict(grid[0])], "chosen": asdict(grid[0])}
         return grid[0]
+
+
+def left_plateau(val: dict | None) -> bool:
+    """False when the best validation epoch still emitted (almost) nothing: a CER of 1
+    is what an all-blank output scores, and its "time to best" is only the first tie."""
+    return bool(val) and val.get("cer", 1.0) < 0.999
 
 
 def summarize(runs: list[dict], kd: KDConfig | None) -> dict:

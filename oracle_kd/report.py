@@ -59,10 +59,22 @@ def teacher_table(results: dict) -> str:
         c = t.get("copy_test")
         copy = "-" if not c else f"{c['matched_loss']:.3f} / {c['mismatched_loss']:.3f}"
         decoded = "-" if not c else fmt(c["mismatched_decoded_as_target"], 3)
-        lines.append(f"| {name} | {t['params']:,} | {t['epochs']} | {t['train_seconds']:.0f} | "
+        epochs, seconds = (t["epochs"], f"{t['train_seconds']:.0f}") if t.get("converged", True) else ("-", "did not converge")
+        lines.append(f"| {name} | {t['params']:,} | {epochs} | {seconds} | "
                      f"{fmt(t['test'].get(metric))} | {fmt(t['test'].get('cer'))} | {fmt(t['alignment_accuracy'])} | "
                      f"{copy} | {decoded} |")
     return "\n".join(lines)
+
+
+def time_to_best(teachers: dict) -> str:
+    oracle, conv = teachers["oracle"], teachers["conventional"]
+    stuck = [name for name, t in (("Oracle", oracle), ("conventional", conv)) if not t.get("converged", True)]
+    if stuck:
+        who = "Neither teacher left" if len(stuck) == 2 else f"The {stuck[0]} teacher never left"
+        return f"{who} the CTC blank plateau (best validation CER 1), so there is no time to best to compare."
+    o, c = oracle["train_seconds"], conv["train_seconds"]
+    return (f"The Oracle Teacher reached its best validation score in {o:.0f} s, "
+            f"{o / max(c, 1e-9):.2f}x the conventional teacher's {c:.0f} s.")
 
 
 def write_report(task, results: dict, runner, out: Path) -> Path:
@@ -71,8 +83,6 @@ def write_report(task, results: dict, runner, out: Path) -> Path:
     curves = plot_curves(runner.histories, results["metric"], plots / "learning_curves.png")
     spikes = plot_spikes(task, runner.checkpoints, runner.splits["test"],
                          runner.cfg["diagnostics"]["spike_examples"], plots / "spikes.png")
-    oracle_s = results["teachers"]["oracle"]["train_seconds"]
-    conv_s = results["teachers"]["conventional"]["train_seconds"]
     text = f"""# oracle-kd experiment: {results['task']} ({results['preset']})
 
 Data: {results['data']['train']} train / {results['data']['val']} validation / {results['data']['test']} test examples
@@ -87,8 +97,7 @@ Data: {results['data']['train']} train / {results['data']['val']} validation / {
 ## Teachers
 {teacher_table(results)}
 
-The Oracle Teacher reached its best validation score in {oracle_s:.0f} s,
-{oracle_s / max(conv_s, 1e-9):.2f}x the conventional teacher's {conv_s:.0f} s. Its test figures are
+{time_to_best(results["teachers"])} The Oracle Teacher's test figures are
 computed with the reference labels as input (it is an oracle), so they measure
 alignment, not recognition.
 
