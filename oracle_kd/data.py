@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 
 @dataclass
@@ -44,6 +44,9 @@ class WithTeacher(Dataset):
     def __len__(self):
         return len(self.base)
 
+    def source_lengths(self):
+        return source_lengths(self.base)
+
     def __getitem__(self, i):
         example = self.base[i]
         example["teacher_log_probs"] = torch.from_numpy(np.asarray(self.log_probs[i], dtype=np.float32))
@@ -60,13 +63,18 @@ class ListDataset(Dataset):
     """Examples held in memory (user data sets after reading and checking).
 
     `augment` marks the examples for on-the-fly augmentation in the task's
-    collate (training only); see `clean`."""
+    collate (training only); see `clean`. `lengths`, when the sources vary in
+    length, lets training batch similar lengths together."""
 
-    def __init__(self, examples: list[dict], augment: bool = False):
+    def __init__(self, examples: list[dict], augment: bool = False, lengths: list[int] | None = None):
         self.examples, self.augment = examples, augment
+        self.lengths = None if lengths is None else np.asarray(lengths)
 
     def __len__(self):
         return len(self.examples)
+
+    def source_lengths(self):
+        return self.lengths
 
     def __getitem__(self, i):
         return {**self.examples[i], "index": i, "augment": self.augment}
@@ -83,3 +91,42 @@ def clean(dataset: Dataset):
     finally:
         if before is not None:
             dataset.augment = before
+
+
+def source_lengths(dataset: Dataset) -> np.ndarray | None:
+    """Each example's source length (any unit that orders them), when the data set
+    has variable-length sources and can tell without loading them; else None."""
+    method = getattr(dataset, "source_lengths", None)
+    return None if method is None else method()
+
+
+class LengthBucketSampler(Sampler[int]):
+    """A new random order every epoch in which each run of `batch_size` indices has
+    similar source lengths, so that batches carry little padding.
+
+    The shuffled indices are cut into pools of `pool` batches; each pool is sorted
+    by length and cut into batches, and the batches are shuffled. The order depends
+    only on (seed, epoch), so a resumed run sees the epochs it would have seen.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool: int = 50):
+        self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = epoch
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        size = self.batch_size * self.pool
+        batches = []
+        for start in range(0, len(order), size):
+            chunk = order[start : start + size]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        for b in rng.permutation(len(batches)):
+            yield from batches[b].tolist()

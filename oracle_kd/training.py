@@ -16,10 +16,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from oracle_kd.checkpoint import save_model
+from oracle_kd.data import LengthBucketSampler, source_lengths
 from oracle_kd.decoding import greedy_decode
 from oracle_kd.io import atomic_path, atomic_write_json
 from oracle_kd.losses import ctc, distillation_loss
@@ -196,6 +198,18 @@ def restore_if_finished(last: Path, recorder: RunRecorder, cfg: TrainConfig) -> 
     return False
 
 
+def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None) -> DataLoader:
+    """Training order (`seed` given): shuffled, in batches of similar length when the
+    sources vary in length. Evaluation order: by length (scores are corpus-level)."""
+    lengths = source_lengths(dataset)
+    if seed is None:
+        sampler = None if lengths is None else np.argsort(lengths, kind="stable").tolist()
+    else:
+        sampler = None if lengths is None else LengthBucketSampler(lengths, batch_size, seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=seed is not None and sampler is None,
+                      collate_fn=task.collate, num_workers=0)
+
+
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
         out_dir: Path, kd: KDConfig | None = None, seed: int = 0, progress: bool = True) -> RunResult:
     """Train model `kind` (student | conventional | oracle) and return where its best weights are.
@@ -214,9 +228,7 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     meta = {"task": task.name, "kind": kind, "config": model_cfg,
             "kd": asdict(kd) if kd else None, "seed": seed}
 
-    loader = lambda ds, shuffle: DataLoader(  # noqa: E731
-        ds, batch_size=cfg.batch_size, shuffle=shuffle, collate_fn=task.collate, num_workers=0)
-    train_loader, val_loader = loader(train_set, True), loader(val_set, False)
+    train_loader, val_loader = loader(task, train_set, cfg.batch_size, seed), loader(task, val_set, cfg.batch_size)
     module = CTCModule(task, model, cfg, kd, steps_per_epoch=len(train_loader))
     recorder = RunRecorder(out_dir, task.metric, task.higher_is_better, meta)
     mode = "max" if task.higher_is_better else "min"

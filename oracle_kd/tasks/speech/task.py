@@ -54,7 +54,7 @@ class SpeechTask:
             examples.append({"audio": utt.audio, "text": utt.text, "source": utt.source})
         if not examples:
             raise InputError(f"{path}: no usable utterances ({len(skips)} skipped)")
-        return ListDataset(examples, augment=train)
+        return ListDataset(examples, augment=train, lengths=[len(e["audio"]) for e in examples])
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
         from oracle_kd.tasks.speech.audio import load_audio
@@ -182,6 +182,9 @@ class SynthSplit(Dataset):
 
     def __len__(self):
         return len(self.meta)
+
+    def source_lengths(self):
+        return np.diff(self.offsets)
 
     def __getitem__(self, i):
         pcm = np.asarray(self.audio[self.offsets[i] : self.offsets[i + 1]], dtype=np.float32) / 32768.0
