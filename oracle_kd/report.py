@@ -35,7 +35,11 @@ def summary_table(results: dict) -> str:
 
 def kd_lines(results: dict) -> str:
     """How each KD arm's (tau, weight) was chosen: validation scores of the grid, seed 0."""
+    trials = max((len(c["grid"]) for c in results.get("kd", {}).values()), default=1)
     lines = []
+    if trials > 1:
+        lines.append(f"- student_ctc: plain CTC, no KD setting to choose: one run per seed (each KD arm had {trials} "
+                     "validation trials at seed 0, every trial with the same model, data and epoch budget)")
     for arm, choice in results.get("kd", {}).items():
         c = choice["chosen"]
         line = f"- {arm}: {c['method']} KD, tau {c['tau']:g}, weight {c['weight']:g}"
