@@ -67,3 +67,18 @@ def test_a_non_finite_loss_stops_training_and_names_the_step(tmp_path):
     with pytest.raises(NonFiniteLoss, match=r"epoch 0, step 0"):
         fit(task, "student", TINY["student"], WithTeacher(data, poisoned), data,
             TrainConfig(max_epochs=1, batch_size=4), tmp_path / "run", kd=KDConfig(), progress=False)
+
+
+def test_every_example_ctc_infeasible_is_one_clear_error(tmp_path):
+    from oracle_kd.io import InputError
+    from oracle_kd.skips import SkipLog
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((32, 90), 180, np.uint8)).save(folder / name)
+    (folder / "labels.tsv").write_text("a.png\t" + "a" * 20 + "\nb.png\t" + "b" * 20 + "\n")
+    skips = SkipLog(quiet=True)
+    with pytest.raises(InputError, match=r"no usable examples in .*data: all 2 examples were skipped"):
+        get_task("scene-text").dataset(folder, None, skips)
+    assert len(skips) == 2

@@ -10,8 +10,7 @@ import torch
 from torch.utils.data import Dataset
 
 from oracle_kd.data import Batch, ListDataset, add_teacher, pad_targets
-from oracle_kd.io import InputError
-from oracle_kd.skips import SkipLog
+from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.scene_text.images import CHARSET, IMAGE_HEIGHT, IMAGE_WIDTH, normalize_label
 from oracle_kd.vocab import Vocab, ctc_min_frames
 
@@ -41,15 +40,15 @@ class SceneTextTask:
             return RenderedSplit(Path(path), split, self.vocab)
         from oracle_kd.tasks.scene_text.formats import read_examples
 
-        examples = []
+        examples, before = [], len(skips)
         for ex in read_examples(Path(path), skips, max_label_length=frames):
             ids = self.vocab.encode(ex.label)
             if ctc_min_frames(ids) > frames:
                 skips.add(ex.source, f"label {ex.label!r} needs {ctc_min_frames(ids)} CTC frames, the models have {frames}")
                 continue
             examples.append({"image": ex.image, "text": ex.label, "source": ex.source})
-        if not examples:
-            raise InputError(f"{path}: no usable examples ({len(skips)} skipped)")
+        skipped = len(skips) - before  # the reader's own skips and the CTC-infeasible ones
+        require_usable(examples, len(examples) + skipped, path, skipped, "examples")
         return ListDataset(examples)
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:

@@ -11,8 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from oracle_kd.data import Batch, ListDataset, add_teacher, pad_targets
-from oracle_kd.io import InputError
-from oracle_kd.skips import SkipLog
+from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.speech.audio import HOP_LENGTH, SAMPLE_RATE, LogMel, spec_augment
 from oracle_kd.tasks.speech.models import STRIDE
 from oracle_kd.vocab import Vocab, ctc_min_frames
@@ -43,7 +42,7 @@ class SpeechTask:
             return SynthSplit(Path(path), split, augment=train)
         from oracle_kd.tasks.speech.formats import read_utterances
 
-        examples = []
+        examples, before = [], len(skips)
         for utt in read_utterances(Path(path), skips):  # the CTC length check below uses the exact frame count
             frames = self.frame_count(len(utt.audio), {})
             need = ctc_min_frames(self.vocab.encode(utt.text))
@@ -52,8 +51,8 @@ class SpeechTask:
                                       f"the transcript needs {need}")
                 continue
             examples.append({"audio": utt.audio, "text": utt.text, "source": utt.source})
-        if not examples:
-            raise InputError(f"{path}: no usable utterances ({len(skips)} skipped)")
+        skipped = len(skips) - before  # the reader's own skips and the CTC-infeasible ones
+        require_usable(examples, len(examples) + skipped, path, skipped, "utterances")
         return ListDataset(examples, augment=train, lengths=[len(e["audio"]) for e in examples])
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
