@@ -8,8 +8,8 @@ import soundfile
 from oracle_kd.io import InputError
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks.speech.audio import SAMPLE_RATE
+from oracle_kd.tasks.speech.checks import check_transcript
 from oracle_kd.tasks.speech.formats import (
-    check_transcript,
     detect_format,
     read_utterances,
     write_librispeech,

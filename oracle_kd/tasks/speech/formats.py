@@ -19,39 +19,19 @@ test audio never leaks into training. A single `.trans.txt` file is read too.
 Audio of any sample rate and channel count that libsndfile reads (WAV, FLAC,
 OGG, MP3, ...) is averaged to mono and resampled to 16 kHz (audio.load_audio).
 
-Transcripts (`check_transcript`): the vocabulary is lowercase a-z, the
-apostrophe and the space. Accents are folded away (Unicode NFKD, combining
-marks dropped: "café" -> "cafe", "naïve" -> "naive"; fullwidth letters and
-ligatures like "ﬁ" become plain ones). Nothing is expanded, so a transcript
-that would need words the speaker said but the text does not hold is skipped,
-not changed: any digit ("digits in transcript: '1984' (spell numbers out)"), a
-spoken symbol (& % $ € £ ¥ @ + = ° §), or a letter that does not fold to a-z
-(ß, æ, ø, Greek, Cyrillic, CJK). Everything else is `text.normalize_transcript`,
-the rule the synthetic corpus uses too: lowercase; whitespace, hyphens, dashes,
-slashes and underscores separate words; other punctuation is removed;
-typographic apostrophes become ', kept inside words, stripped at their edges:
-"Well-known, isn't it?" -> "well known isn't it".
-
 Every utterance that cannot be used is skipped with one `skips.add(source,
 reason)` and reading goes on. `source` names the manifest or transcript file
 and the 1-based line ("data/train.jsonl:17", "data/84/121123/84-121123.trans.txt:2");
-reasons about audio end with the audio file's path. Checks run in this order,
-and the first failure is the reason: malformed line (not UTF-8, not JSON, not
-an object, a key missing or of the wrong type), transcript (empty, digits,
-symbols, letters outside a-z, empty after normalisation), audio (missing,
-unreadable, truncated, empty, silent: peak below SILENT_PEAK), manifest
-duration (off by more than 0.5 s, or by more than 10% and 50 ms), then, when
-`frame_rate` is given, audio too short for its transcript under CTC.
+reasons about audio end with the audio file's path. A malformed line (not
+UTF-8, not JSON, not an object, a key missing or of the wrong type) is the
+first reason; then the checks of one utterance and the transcript rule, both in
+`checks` (`check_transcript`, `Checks`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import unicodedata
-from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -59,27 +39,16 @@ import soundfile
 
 from oracle_kd.io import InputError, atomic_path
 from oracle_kd.skips import SkipLog, require_usable
-from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio
+from oracle_kd.tasks.speech.audio import SAMPLE_RATE
+from oracle_kd.tasks.speech.checks import Checks, Utterance
 
 MANIFEST_SUFFIXES = (".json", ".jsonl")  # NeMo manifests use either for JSON lines
 MANIFEST_FILE = "manifest.jsonl"  # what write_manifest writes; a folder holding it is a manifest data set
 TRANS_SUFFIX = ".trans.txt"  # LibriSpeech transcript files, one per chapter
-SILENT_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which audio is silent: -80 dBFS
-DURATION_SLACK_SECONDS = 0.5  # a manifest duration further off than this is wrong...
-DURATION_SLACK_FRACTION = 0.1  # ...and so is one off by more than this fraction of it,
-DURATION_ROUNDING_SECONDS = 0.05  # ...unless the difference is below this (rounded durations)
-SPOKEN_SYMBOLS = "&%$€£¥@+=°§"  # symbols read aloud as words: a transcript holding one is skipped
 LIBRISPEECH_SPLITS = {
     "train-clean-100", "train-clean-360", "train-other-500",
     "dev-clean", "dev-other", "test-clean", "test-other",
 }
-
-
-@dataclass
-class Utterance:
-    audio: np.ndarray  # float32, SAMPLE_RATE, mono
-    text: str  # check_transcript(raw): lowercase a-z, apostrophe, single spaces
-    source: str  # "path/manifest.jsonl:17" or "path/84-121123.trans.txt:2"
 
 
 def detect_format(path: str | Path) -> str:
@@ -135,7 +104,7 @@ def read_utterances(
         raise ValueError("min_frames_per_char needs frame_rate (CTC frames per second)")
     path = Path(path)
     kind = detect_format(path)
-    checks = _Checks(frame_rate, min_frames_per_char)
+    checks = Checks(frame_rate, min_frames_per_char)
     skipped_before = len(skips)
     if kind == "nemo-manifest":
         manifest = path if path.is_file() else path / MANIFEST_FILE
@@ -143,32 +112,6 @@ def read_utterances(
     else:
         utterances, total = _read_librispeech(path, skips, checks)
     return require_usable(utterances, total, path, len(skips) - skipped_before, "utterances")
-
-
-def check_transcript(raw: str) -> tuple[str, str | None]:
-    """(normalised transcript, None) or ("", reason to skip); the rule is in the module docstring."""
-    from oracle_kd.tasks.speech.text import normalize_transcript
-
-    if not raw.strip():
-        return "", "empty transcript"
-    # The checks look at the folded text; the kept text is normalize_transcript's alone.
-    folded = "".join(c for c in unicodedata.normalize("NFKD", raw) if unicodedata.category(c)[0] != "M")
-    digits = re.findall(r"\d+", folded)  # \d: any Unicode decimal digit
-    if digits:
-        shown = ", ".join(repr(d) for d in dict.fromkeys(digits))
-        return "", f"digits in transcript: {shown} (spell numbers out)"
-    symbols = [c for c in folded if c in SPOKEN_SYMBOLS]
-    if symbols:
-        shown = ", ".join(repr(c) for c in dict.fromkeys(symbols))
-        return "", f"spoken symbol in transcript: {shown} (spell it out)"
-    foreign = [c for c in folded if c.isalpha() and not c.isascii()]
-    if foreign:
-        shown = ", ".join(repr(c) for c in dict.fromkeys(foreign))
-        return "", f"characters outside the vocabulary (a-z, apostrophe): {shown}"
-    text = normalize_transcript(raw)
-    if not re.search("[a-z]", text):
-        return "", f"transcript {raw.strip()[:40]!r} is empty after normalisation"
-    return text, None
 
 
 def write_manifest(
@@ -229,7 +172,7 @@ def write_librispeech(
 # --- readers -------------------------------------------------------------------
 
 
-def _read_manifest(manifest: Path, skips: SkipLog, checks: _Checks):
+def _read_manifest(manifest: Path, skips: SkipLog, checks: Checks):
     """(utterances, number of non-blank lines) of one NeMo manifest."""
     folder = manifest.parent
     entries, total = _entries(manifest, skips)
@@ -280,7 +223,7 @@ def _parse_manifest_line(line: str) -> tuple[dict | None, str | None]:
     return entry, None
 
 
-def _read_librispeech(path: Path, skips: SkipLog, checks: _Checks):
+def _read_librispeech(path: Path, skips: SkipLog, checks: Checks):
     """(utterances, number of non-blank lines) of every trans.txt at or below `path`."""
     files = [path] if path.is_file() else sorted(path.rglob(f"*{TRANS_SUFFIX}"))
     if path.is_dir():
@@ -338,94 +281,6 @@ def _text_lines(path: Path) -> list[tuple[int, str | None]]:
         except UnicodeDecodeError:
             lines.append((lineno, None))
     return lines
-
-
-# --- one utterance -------------------------------------------------------------
-
-
-class _Checks:
-    """The per-utterance checks, with the last audio file kept (segments of one
-    long file follow each other in manifests with offsets)."""
-
-    def __init__(self, frame_rate: float | None, min_frames_per_char: float | None):
-        self.frame_rate, self.min_frames_per_char = frame_rate, min_frames_per_char
-        self.load = lru_cache(maxsize=1)(_load)
-
-    def utterance(
-        self, source: str, raw_text: str, audio_path: Path, duration: float | None, offset: float | None
-    ) -> tuple[Utterance | None, str | None]:
-        text, problem = check_transcript(raw_text)
-        if problem:
-            return None, problem
-        audio, problem = self.load(audio_path)
-        if problem:
-            return None, f"{problem}: {audio_path}"
-        seconds = len(audio) / SAMPLE_RATE
-        if offset is not None:
-            end = seconds if duration is None else offset + duration
-            if end - seconds > DURATION_SLACK_SECONDS or offset >= seconds:
-                return None, (f"segment {offset:.2f}-{end:.2f} s lies beyond the end of the audio "
-                              f"({seconds:.2f} s): {audio_path}")
-            audio = audio[int(round(offset * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
-            seconds, duration = len(audio) / SAMPLE_RATE, None
-        problem = _silence(audio) or _duration_mismatch(duration, seconds)
-        if problem:
-            return None, f"{problem}: {audio_path}"
-        problem = self._too_short(text, seconds)
-        if problem:
-            return None, problem
-        return Utterance(audio, text, source), None
-
-    def _too_short(self, text: str, seconds: float) -> str | None:
-        if self.frame_rate is None:
-            return None
-        from oracle_kd.vocab import ctc_min_frames
-
-        frames = int(seconds * self.frame_rate)
-        need, why = ctc_min_frames(list(text)), "one per character, one more per repeated pair"
-        if self.min_frames_per_char is not None:
-            per_char = math.ceil(self.min_frames_per_char * len(text))
-            if per_char > need:
-                need, why = per_char, f"{self.min_frames_per_char:g} per character"
-        if frames >= need:
-            return None
-        return (f"audio too short for its transcript: {seconds:.2f} s gives {frames} frames at "
-                f"{self.frame_rate:g}/s, the {len(text)}-character transcript needs {need} ({why})")
-
-
-def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
-    try:
-        return load_audio(path), None
-    except FileNotFoundError:
-        return None, "audio file not found"
-    except IsADirectoryError:
-        return None, "audio path is a folder, not a file"
-    except ValueError as e:
-        return None, str(e)
-    except OSError as e:
-        return None, f"cannot read audio file ({e.strerror or e})"
-
-
-def _silence(audio: np.ndarray) -> str | None:
-    if len(audio) == 0:
-        return "empty audio (0 samples)"
-    peak = float(np.abs(audio).max())
-    if peak == 0.0:
-        return "silent audio (all samples are zero)"
-    if peak < SILENT_PEAK:
-        return f"silent audio (peak amplitude {peak:.1e}, below {SILENT_PEAK:g})"
-    return None
-
-
-def _duration_mismatch(duration: float | None, seconds: float) -> str | None:
-    if duration is None:
-        return None
-    off = abs(seconds - duration)
-    relative = off > DURATION_SLACK_FRACTION * duration and off > DURATION_ROUNDING_SECONDS
-    if off > DURATION_SLACK_SECONDS or relative:
-        return (f"manifest duration {duration:.2f} s but the audio is {seconds:.2f} s long "
-                f"(truncated or wrong file?)")
-    return None
 
 
 # --- writers -------------------------------------------------------------------
