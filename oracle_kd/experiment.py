@@ -120,7 +120,7 @@ class Runner:
         entry = {"checkpoint": res.checkpoint, "params": res.params, "train_seconds": res.train_seconds,
                  "total_seconds": res.total_seconds, "epochs": res.epochs, "validation": res.best_val,
                  "test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
-                 "converged": left_plateau(res.best_val)}
+                 "converged": left_plateau(res.best_val), "median_epoch_seconds": median_epoch_seconds(res.history)}
         if kind == "oracle":
             n = self.cfg["diagnostics"]["copy_test_examples"]
             entry["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"], limit=n)
@@ -193,6 +193,14 @@ def left_plateau(val: dict | None) -> bool:
     """False when the best validation epoch still emitted (almost) nothing: a CER of 1
     is what an all-blank output scores, and its "time to best" is only the first tie."""
     return bool(val) and val.get("cer", 1.0) < 0.999
+
+
+def median_epoch_seconds(history: list[dict]) -> float | None:
+    """The median duration of one epoch (history rows hold cumulative seconds): unlike the
+    wall time to best, one epoch slowed by a paused or shared machine hardly moves it."""
+    ends = [row["seconds"] for row in history]
+    durations = [b - a for a, b in zip([0.0] + ends, ends)]
+    return round(statistics.median(durations), 2) if durations else None
 
 
 def summarize(runs: list[dict], kd: KDConfig | None) -> dict:

@@ -77,8 +77,14 @@ def time_to_best(teachers: dict) -> str:
         who = "Neither teacher left" if len(stuck) == 2 else f"The {stuck[0]} teacher never left"
         return f"{who} the CTC blank plateau (best validation CER 1), so there is no time to best to compare."
     o, c = oracle["train_seconds"], conv["train_seconds"]
-    return (f"The Oracle Teacher reached its best validation score in {o:.0f} s, "
+    text = (f"The Oracle Teacher reached its best validation score in {o:.0f} s, "
             f"{o / max(c, 1e-9):.2f}x the conventional teacher's {c:.0f} s.")
+    mo, mc = oracle.get("median_epoch_seconds"), conv.get("median_epoch_seconds")
+    if mo and mc:  # a paused, resumed or shared epoch inflates the wall time, hardly the median epoch
+        eo, ec = oracle["epochs"], conv["epochs"]
+        text += (f" Counted as epochs to best x median epoch time, {eo} x {mo:.0f} s against "
+                 f"{ec} x {mc:.0f} s: {eo * mo / max(ec * mc, 1e-9):.2f}x.")
+    return text
 
 
 def write_report(task, results: dict, runner, out: Path) -> Path:

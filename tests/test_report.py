@@ -1,6 +1,6 @@
-"""The report's reading of teacher runs that never left the CTC blank plateau."""
+"""The report's reading of teacher runs: the CTC blank plateau, and wall time that a pause inflated."""
 
-from oracle_kd.experiment import left_plateau
+from oracle_kd.experiment import left_plateau, median_epoch_seconds
 from oracle_kd.report import teacher_table, time_to_best
 
 
@@ -25,3 +25,15 @@ def test_time_ratio_only_between_converged_teachers():
     table = teacher_table({"metric": "wer", "teachers": stuck})
     row = [line for line in table.splitlines() if line.startswith("| conventional")][0]
     assert "did not converge" in row and "263" not in row
+
+
+def test_paused_epoch_inflates_wall_time_not_the_median_epoch_ratio():
+    steady = [{"epoch": e, "seconds": 100.0 * e} for e in range(1, 7)]
+    paused = [{"epoch": e, "seconds": 100.0 * e + (1500.0 if e >= 3 else 0.0)} for e in range(1, 7)]
+    assert median_epoch_seconds(steady) == median_epoch_seconds(paused) == 100.0
+    assert median_epoch_seconds([]) is None
+    oracle = teacher(60, 0.2, epochs=3, median_epoch_seconds=20.0)
+    conv = teacher(paused[-1]["seconds"], 0.3, epochs=6, median_epoch_seconds=median_epoch_seconds(paused))
+    text = time_to_best({"oracle": oracle, "conventional": conv})
+    assert "0.03x the conventional" in text  # raw wall time: 60 / 2100
+    assert "3 x 20 s against 6 x 100 s: 0.10x" in text  # 60 / 600, the pause left out
