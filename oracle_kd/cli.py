@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -138,8 +137,10 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     from oracle_kd.train_command import train_one
 
+    from lightning.pytorch.utilities import rank_zero_only
+
     result = train_one(args)
-    if int(os.environ.get("RANK", "0")) == 0:  # under DDP every process returns here; one prints
+    if rank_zero_only.rank == 0:  # under DDP every process returns here; one prints
         print(json.dumps(result, indent=2))
     return 0
 

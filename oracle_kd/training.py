@@ -72,7 +72,8 @@ class CTCModule(pl.LightningModule):
         super().__init__()
         self.task, self.model, self.cfg, self.kd = task, model, cfg, kd
         self.steps_per_epoch = steps_per_epoch
-        self._val_hyps, self._val_refs, self._train_losses = [], [], []
+        self._val_decoded: dict[int, tuple[str, str]] = {}  # example index -> (hypothesis, reference)
+        self._train_losses = []
 
     def forward(self, batch):
         return self.model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
@@ -94,15 +95,21 @@ class CTCModule(pl.LightningModule):
 
     def validation_step(self, batch, batch_idx):
         log_probs, frame_lengths = self(batch)
-        for hyp in greedy_decode(log_probs, frame_lengths):
-            self._val_hyps.append(self.task.vocab.decode(hyp.ids))
-        self._val_refs.extend(batch.texts)
+        for index, hyp, ref in zip(batch.indices.tolist(), greedy_decode(log_probs, frame_lengths), batch.texts):
+            self._val_decoded[index] = (self.task.vocab.decode(hyp.ids), ref)
 
     def on_validation_epoch_end(self):
-        scores = self.task.score(self._val_hyps, self._val_refs)
-        self._val_hyps, self._val_refs = [], []
-        for name, value in scores.items():
-            self.log(f"val_{name}", value, prog_bar=name == self.task.metric, sync_dist=True)
+        decoded, self._val_decoded = self._val_decoded, {}
+        if self.trainer.world_size > 1:
+            # Under DDP each process decoded a shard (padded with repeats to equal size):
+            # score the whole split once, not an average of per-shard corpus scores.
+            shards = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shards, decoded)
+            decoded = {i: pair for shard in shards for i, pair in shard.items()}
+        pairs = [decoded[i] for i in sorted(decoded)]
+        scores = self.task.score([h for h, _ in pairs], [r for _, r in pairs])
+        for name, value in scores.items():  # the same on every process
+            self.log(f"val_{name}", value, prog_bar=name == self.task.metric)
 
     def epoch_train_loss(self) -> float | None:
         """Mean training loss of the current epoch so far (validation runs before the epoch ends)."""

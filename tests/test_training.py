@@ -1,8 +1,12 @@
-"""Training runs stop, resume and record what they did."""
+"""Training runs stop, resume, record what they did, and train the same under DDP."""
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 
 from oracle_kd.data import ListDataset
 from oracle_kd.tasks import get_task
@@ -60,3 +64,34 @@ def test_length_buckets_cover_every_example_once_and_cut_padding():
 
     shuffled = rng.permutation(1000).tolist()
     assert padded(first) < 0.8 * padded(shuffled)
+
+
+def test_ddp_training_scores_the_whole_validation_split_once(tmp_path):
+    """Two DDP processes on CPU: each decodes half of the validation split (13 images:
+    the sampler pads one shard with a repeat); the recorded score is the corpus score
+    of the whole split, as one process evaluating the best weights finds it."""
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.diagnostics import evaluate
+    from oracle_kd.skips import SkipLog
+    from oracle_kd.tasks.scene_text.formats import write_labels_tsv
+
+    rng = np.random.default_rng(0)
+    # long and short labels alternate, so that the two shards' own CERs differ and
+    # their average is not the corpus CER (rank r decodes examples r, r + 2, ...)
+    words = ["abcdefgh12", "a", "klmnopq3", "b"]
+    for split, n in (("train", 24), ("val", 13)):
+        images = [rng.integers(0, 256, (32, 128), dtype=np.uint8) for _ in range(n)]
+        write_labels_tsv(tmp_path / split, images, [words[i % len(words)] for i in range(n)])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "oracle_kd", "train", "scene-text", "--model", "student", "--preset", "smoke",
+           "--train-data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
+           "--devices", "2", "--out", str(tmp_path / "run")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"checkpoint"') == 1  # one process prints the result
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    task, model, _ = load_model(tmp_path / "run" / "best.safetensors")
+    metrics, _ = evaluate(task, model, task.dataset(tmp_path / "val", None, SkipLog(quiet=True)))
+    assert metrics["n"] == 13
+    assert history[-1]["val_cer"] == pytest.approx(metrics["cer"], abs=1e-6)
+    assert history[-1]["val_word_accuracy"] == pytest.approx(metrics["word_accuracy"], abs=1e-6)
