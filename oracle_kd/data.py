@@ -107,17 +107,24 @@ class LengthBucketSampler(Sampler[int]):
     The shuffled indices are cut into pools of `pool` batches; each pool is sorted
     by length and cut into batches, and the batches are shuffled. The order depends
     only on (seed, epoch), so a resumed run sees the epochs it would have seen.
+    Under DDP every process draws the same batches and takes every `world_size`-th
+    one from `rank` on, padded with repeats to the same number of full batches.
     """
 
-    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool: int = 50):
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int = 0, pool: int = 50,
+                 rank: int = 0, world_size: int = 1):
         self.lengths, self.batch_size, self.seed, self.pool = np.asarray(lengths), batch_size, seed, pool
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
         self.epoch = epoch
 
     def __len__(self):
-        return len(self.lengths)
+        if self.world_size == 1:
+            return len(self.lengths)
+        batches = -(-len(self.lengths) // self.batch_size)
+        return -(-batches // self.world_size) * self.batch_size
 
     def __iter__(self):
         rng = np.random.default_rng([self.seed, self.epoch])
@@ -128,5 +135,12 @@ class LengthBucketSampler(Sampler[int]):
             chunk = order[start : start + size]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        for b in rng.permutation(len(batches)):
-            yield from batches[b].tolist()
+        order = [batches[b] for b in rng.permutation(len(batches))]
+        if self.world_size == 1:
+            yield from np.concatenate(order).tolist()
+            return
+        # the one short batch (the last pool's tail) goes last, so every shard's stream cuts into
+        # whole buckets (with one process it stays where it falls: in-flight runs keep their order)
+        order.sort(key=lambda b: len(b) < self.batch_size)
+        mine = order[self.rank :: self.world_size]
+        yield from np.resize(np.concatenate(mine) if mine else order[0], len(self)).tolist()

@@ -18,7 +18,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from oracle_kd.checkpoint import save_model
 from oracle_kd.data import LengthBucketSampler, source_lengths
@@ -68,12 +68,21 @@ class NonFiniteLoss(RuntimeError):
 
 
 class CTCModule(pl.LightningModule):
-    def __init__(self, task, model, cfg: TrainConfig, kd: KDConfig | None, steps_per_epoch: int):
+    def __init__(self, task, model, cfg: TrainConfig, kd: KDConfig | None, train_set: Dataset, val_set: Dataset,
+                 seed: int):
         super().__init__()
         self.task, self.model, self.cfg, self.kd = task, model, cfg, kd
-        self.steps_per_epoch = steps_per_epoch
+        self.train_set, self.val_set, self.seed = train_set, val_set, seed
         self._val_decoded: dict[int, tuple[str, str]] = {}  # example index -> (hypothesis, reference)
         self._train_losses = []
+
+    # Loaders are made here, in each process, once its rank is known (DDP).
+    def train_dataloader(self):
+        return loader(self.task, self.train_set, self.cfg.batch_size, self.seed,
+                      self.trainer.global_rank, self.trainer.world_size)
+
+    def val_dataloader(self):
+        return loader(self.task, self.val_set, self.cfg.batch_size, None, self.trainer.global_rank, self.trainer.world_size)
 
     def forward(self, batch):
         return self.model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
@@ -120,7 +129,7 @@ class CTCModule(pl.LightningModule):
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = max(1, self.cfg.max_epochs * self.steps_per_epoch)
+        total = max(1, int(self.trainer.estimated_stepping_batches))  # max_epochs x batches per epoch
         warm = min(self.cfg.warmup_steps, total // 4)
 
         def factor(step):  # linear warm-up, then cosine decay over the whole epoch budget
@@ -205,14 +214,22 @@ def restore_if_finished(last: Path, recorder: RunRecorder, cfg: TrainConfig) -> 
     return False
 
 
-def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None) -> DataLoader:
+def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None, rank: int = 0,
+           world_size: int = 1) -> DataLoader:
     """Training order (`seed` given): shuffled, in batches of similar length when the
-    sources vary in length. Evaluation order: by length (scores are corpus-level)."""
+    sources vary in length. Evaluation order: by length (scores are corpus-level).
+    Under DDP (`world_size` > 1) each process gets its share, the same number of
+    batches on every process (padded with repeats, as DistributedSampler does)."""
     lengths = source_lengths(dataset)
-    if seed is None:
-        sampler = None if lengths is None else np.argsort(lengths, kind="stable").tolist()
+    if seed is not None and lengths is not None:
+        sampler = LengthBucketSampler(lengths, batch_size, seed, rank=rank, world_size=world_size)
+    elif seed is not None:
+        sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed) if world_size > 1 else None
+    elif world_size > 1:
+        order = np.arange(len(dataset)) if lengths is None else np.argsort(lengths, kind="stable")
+        sampler = np.resize(order[rank::world_size], -(-len(dataset) // world_size)).tolist()
     else:
-        sampler = None if lengths is None else LengthBucketSampler(lengths, batch_size, seed)
+        sampler = None if lengths is None else np.argsort(lengths, kind="stable").tolist()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=seed is not None and sampler is None,
                       collate_fn=task.collate, num_workers=0)
 
@@ -235,13 +252,13 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     meta = {"task": task.name, "kind": kind, "config": model_cfg,
             "kd": asdict(kd) if kd else None, "seed": seed}
 
-    train_loader, val_loader = loader(task, train_set, cfg.batch_size, seed), loader(task, val_set, cfg.batch_size)
-    module = CTCModule(task, model, cfg, kd, steps_per_epoch=len(train_loader))
+    module = CTCModule(task, model, cfg, kd, train_set, val_set, seed)
     recorder = RunRecorder(out_dir, task.metric, task.higher_is_better, meta)
     mode = "max" if task.higher_is_better else "min"
     trainer = pl.Trainer(
         accelerator="cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy="ddp" if cfg.devices > 1 or cfg.num_nodes > 1 else "auto",
+        use_distributed_sampler=False,  # `loader` shards the data itself, keeping length buckets whole
         max_epochs=cfg.max_epochs, min_epochs=min(cfg.min_epochs, cfg.max_epochs), gradient_clip_val=cfg.grad_clip,
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metric}", patience=cfg.patience, mode=mode, strict=False), recorder],
@@ -250,7 +267,7 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     )
     last = out_dir / "last.ckpt"
     if not (last.exists() and restore_if_finished(last, recorder, cfg)):
-        trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None, weights_only=True)
+        trainer.fit(module, ckpt_path=str(last) if last.exists() else None, weights_only=True)
 
     result = RunResult(
         checkpoint=str(out_dir / "best.safetensors"),

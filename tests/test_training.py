@@ -66,6 +66,42 @@ def test_length_buckets_cover_every_example_once_and_cut_padding():
     assert padded(first) < 0.8 * padded(shuffled)
 
 
+def test_ddp_shards_keep_length_buckets_and_cover_every_example():
+    from oracle_kd.data import LengthBucketSampler
+    from oracle_kd.training import loader
+
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(10, 1000, size=1001)
+    shards = [LengthBucketSampler(lengths, batch_size=16, seed=3, pool=10, rank=r, world_size=3) for r in range(3)]
+    for sampler in shards:
+        sampler.set_epoch(5)
+    streams = [list(s) for s in shards]
+    # the same number of full batches on every process: DDP steps stay in lock-step
+    assert [len(s) for s in streams] == [len(shards[0])] * 3 and len(streams[0]) % 16 == 0
+    assert set().union(*map(set, streams)) == set(range(1001))
+    assert sum(map(len, streams)) - 1001 < 3 * 16  # padding: less than a batch per process
+
+    def spread(stream):  # mean of (longest - shortest) within each batch
+        return np.mean([np.ptp(lengths[stream[i : i + 16]]) for i in range(0, len(stream) - 15, 16)])
+
+    shuffled = rng.permutation(1001).tolist()
+    assert all(spread(s) < 0.3 * spread(shuffled) for s in streams)
+
+    class Sized(list):
+        def source_lengths(self):
+            return lengths
+
+    val = Sized(range(1001))
+    seen = [i for r in range(3) for batch in loader(_ListTask(), val, 32, None, r, 3) for i in batch]
+    assert set(seen) == set(range(1001)) and len(seen) == 3 * 334
+
+
+class _ListTask:  # a task whose examples are their own indices
+    @staticmethod
+    def collate(examples):
+        return list(examples)
+
+
 def test_ddp_training_scores_the_whole_validation_split_once(tmp_path):
     """Two DDP processes on CPU: each decodes half of the validation split (13 images:
     the sampler pads one shard with a repeat); the recorded score is the corpus score
