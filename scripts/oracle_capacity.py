@@ -1,0 +1,113 @@
+"""Does a lighter Oracle Teacher reach its best in less of the conventional teacher's time?
+
+The investigation behind the README's "Capacity, checked" paragraph (scene text,
+`full` preset data). Three steps, each resumable:
+
+    python scripts/oracle_capacity.py bench --out ~/runs/light      # step cost, side by side
+    python scripts/oracle_capacity.py train light --out ~/runs/light
+    python scripts/oracle_capacity.py eval light --out ~/runs/light  # test, alignment, copy test
+
+`bench` times training steps of every model round-robin in one process (medians,
+1 thread, batch 64), so ratios hold on a shared machine; wall times of `train`
+depend on what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from oracle_kd import diagnostics
+from oracle_kd.checkpoint import load_model
+from oracle_kd.config import from_dict, load_preset
+from oracle_kd.experiment import default_cache
+from oracle_kd.losses import ctc
+from oracle_kd.skips import SkipLog
+from oracle_kd.tasks import get_task
+from oracle_kd.training import TrainConfig, fit
+
+TASK, PRESET = "scene-text", "full"
+
+
+def variants(cfg: dict) -> dict[str, dict]:
+    base = cfg["models"]["oracle"]
+    return {
+        "oracle": base,  # the preset's: encoder 16-128 channels, d_model 128, 2 layers (0.75M)
+        "light": {**base, "encoder": {**base["encoder"], "channels": [8, 16, 32, 64, 96]},
+                  "d_model": 96, "layers": 1},  # 0.25M
+    }
+
+
+def bench(task, cfg: dict, out: Path, repeats: int = 15, batch_size: int = 64) -> dict:
+    torch.manual_seed(0)
+    models = {name: task.build_model("oracle", c) for name, c in variants(cfg).items()}
+    models["conventional"] = task.build_model("conventional", cfg["models"]["conventional"])
+    examples = task.example_inputs(batch_size)
+    rng = torch.Generator().manual_seed(0)
+    for e in examples:  # labels of typical length
+        n = int(torch.randint(3, 9, (1,), generator=rng))
+        e["text"] = "".join(task.vocab.chars[int(k)] for k in torch.randint(0, len(task.vocab.chars), (n,), generator=rng))
+    batch = task.collate(examples)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    for r in range(repeats + 2):  # the first two rounds warm up
+        for name, model in models.items():
+            model.train()
+            start = time.perf_counter()
+            log_probs, lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+            ctc(log_probs, lengths, batch.targets, batch.target_lengths).backward()
+            model.zero_grad(set_to_none=True)
+            if r >= 2:
+                times[name].append(time.perf_counter() - start)
+    conv = statistics.median(times["conventional"])
+    return {name: {"params": sum(p.numel() for p in models[name].parameters()),
+                   "median_step_seconds": round(statistics.median(t), 4),
+                   "ratio_to_conventional": round(statistics.median(t) / conv, 3)} for name, t in times.items()}
+
+
+def train(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
+    folder = task.prepare_data(cfg["data"], cache, progress=False)
+    skips = SkipLog()
+    train_set, val_set = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
+    res = fit(task, "oracle", variants(cfg)[name], train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
+              out / name, seed=0, progress=False)
+    return {"params": res.params, "epochs_to_best": res.epochs, "seconds_to_best": res.train_seconds,
+            "validation": res.best_val}
+
+
+def evaluate(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
+    folder = task.prepare_data(cfg["data"], cache, progress=False)
+    test = task.dataset(folder, "test", SkipLog(), train=False)
+    task, model, _ = load_model(out / name / "best.safetensors")
+    metrics, decoded = diagnostics.evaluate(task, model, test)
+    return {"test": metrics, "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
+            "copy_test": diagnostics.copy_test(task, model, test, limit=1000)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("step", choices=["bench", "train", "eval"])
+    parser.add_argument("name", nargs="?", default="light", help="oracle | light (train, eval)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    task, cfg = get_task(TASK), load_preset(TASK, PRESET)
+    cache = args.cache or default_cache()
+    if args.step == "bench":
+        result = bench(task, cfg, args.out)
+    elif args.step == "train":
+        result = train(task, cfg, args.name, args.out, cache)
+    else:
+        result = evaluate(task, cfg, args.name, args.out, cache)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.step}-{args.name}.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
