@@ -29,7 +29,8 @@ def summary_table(results: dict) -> str:
         kd = "-" if not s["kd"] else f"{s['kd']['method']} ({s['kd']['tau']:g}, {s['kd']['weight']:g})"
         cells = [f"{s['test'][m]['mean']:.4f} ± {s['test'][m]['std']:.4f}" for m in names]
         lines.append(f"| {arm} | {s['params']:,} | {kd} | " + " | ".join(cells) + f" | {fmt(s['alignment_accuracy'])} |")
-    lines.append(f"\n({len(results['seeds'])} seeds; primary metric: {metric})")
+    n = len(results["seeds"])
+    lines.append(f"\n({n} seed{'s' if n != 1 else ''}; primary metric: {metric})")
     return "\n".join(lines)
 
 
