@@ -24,12 +24,7 @@ def run_bench(task_name: str, preset: str, repeats: int, out: str, batch_size: i
     cfg = load_preset(task_name, preset)["models"]
     torch.manual_seed(0)
     models = {kind: task.build_model(kind, cfg[kind]) for kind in ("student", "conventional", "oracle")}
-    examples = task.example_inputs(batch_size)
-    rng = torch.Generator().manual_seed(0)
-    for e in examples:  # labels of typical length, drawn from the label set
-        length = int(torch.randint(3, 9, (1,), generator=rng))
-        e["text"] = "".join(task.vocab.chars[int(k)] for k in torch.randint(0, len(task.vocab.chars), (length,), generator=rng))
-    batch = task.collate(examples)
+    batch = typical_batch(task, batch_size)
     with torch.no_grad():
         teacher_log_probs, _ = models["conventional"].eval()(batch.sources, batch.source_lengths)
 
@@ -60,15 +55,7 @@ def run_bench(task_name: str, preset: str, repeats: int, out: str, batch_size: i
         "inference_student": lambda: infer("student"),
         "inference_conventional_teacher": lambda: infer("conventional"),
     }
-    for fn in cases.values():  # warm-up
-        fn()
-    times = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    median = {name: statistics.median(t) for name, t in times.items()}
+    median = median_seconds(cases, repeats)
     result = {
         "task": task_name, "preset": preset, "batch_size": batch_size, "repeats": repeats,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()},
@@ -84,3 +71,29 @@ def run_bench(task_name: str, preset: str, repeats: int, out: str, batch_size: i
     }
     atomic_write_json(out, result)
     return result
+
+
+def typical_batch(task, batch_size: int):
+    """A collated batch of the task's example inputs with labels of typical length
+    (3-8 symbols drawn from the label set), the same on every call."""
+    examples = task.example_inputs(batch_size)
+    rng = torch.Generator().manual_seed(0)
+    for e in examples:
+        length = int(torch.randint(3, 9, (1,), generator=rng))
+        e["text"] = "".join(task.vocab.chars[int(k)] for k in torch.randint(0, len(task.vocab.chars), (length,), generator=rng))
+    return task.collate(examples)
+
+
+def median_seconds(cases: dict, repeats: int, warmup_rounds: int = 1) -> dict[str, float]:
+    """Median wall time of each case, the cases run round-robin so that all of them
+    see the same machine load; `warmup_rounds` rounds first, not timed."""
+    for _ in range(warmup_rounds):
+        for fn in cases.values():
+            fn()
+    times = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -135,9 +135,9 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from oracle_kd.train_command import train_one
-
     from lightning.pytorch.utilities import rank_zero_only
+
+    from oracle_kd.train_command import train_one
 
     result = train_one(args)
     if rank_zero_only.rank == 0:  # under DDP every process returns here; one prints

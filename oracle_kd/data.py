@@ -135,12 +135,12 @@ class LengthBucketSampler(Sampler[int]):
             chunk = order[start : start + size]
             chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
             batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        order = [batches[b] for b in rng.permutation(len(batches))]
+        shuffled = [batches[b] for b in rng.permutation(len(batches))]
         if self.world_size == 1:
-            yield from np.concatenate(order).tolist()
+            yield from np.concatenate(shuffled).tolist()
             return
         # the one short batch (the last pool's tail) goes last, so every shard's stream cuts into
         # whole buckets (with one process it stays where it falls: in-flight runs keep their order)
-        order.sort(key=lambda b: len(b) < self.batch_size)
-        mine = order[self.rank :: self.world_size]
-        yield from np.resize(np.concatenate(mine) if mine else order[0], len(self)).tolist()
+        shuffled.sort(key=lambda b: len(b) < self.batch_size)
+        mine = shuffled[self.rank :: self.world_size]
+        yield from np.resize(np.concatenate(mine) if mine else shuffled[0], len(self)).tolist()

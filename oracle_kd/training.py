@@ -225,11 +225,11 @@ def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None, ran
         sampler = LengthBucketSampler(lengths, batch_size, seed, rank=rank, world_size=world_size)
     elif seed is not None:
         sampler = DistributedSampler(dataset, world_size, rank, shuffle=True, seed=seed) if world_size > 1 else None
-    elif world_size > 1:
-        order = np.arange(len(dataset)) if lengths is None else np.argsort(lengths, kind="stable")
-        sampler = np.resize(order[rank::world_size], -(-len(dataset) // world_size)).tolist()
     else:
-        sampler = None if lengths is None else np.argsort(lengths, kind="stable").tolist()
+        order = np.arange(len(dataset)) if lengths is None else np.argsort(lengths, kind="stable")
+        if world_size > 1:
+            order = np.resize(order[rank::world_size], -(-len(dataset) // world_size))
+        sampler = order.tolist()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=seed is not None and sampler is None,
                       collate_fn=task.collate, num_workers=0)
 

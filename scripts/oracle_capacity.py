@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 
 import torch
 
 from oracle_kd import diagnostics
+from oracle_kd.bench import median_seconds, typical_batch
 from oracle_kd.checkpoint import load_model
 from oracle_kd.config import from_dict, load_preset
 from oracle_kd.experiment import default_cache
@@ -43,30 +42,23 @@ def variants(cfg: dict) -> dict[str, dict]:
     }
 
 
-def bench(task, cfg: dict, out: Path, repeats: int = 15, batch_size: int = 64) -> dict:
+def bench(task, cfg: dict, repeats: int = 15, batch_size: int = 64) -> dict:
     torch.manual_seed(0)
     models = {name: task.build_model("oracle", c) for name, c in variants(cfg).items()}
     models["conventional"] = task.build_model("conventional", cfg["models"]["conventional"])
-    examples = task.example_inputs(batch_size)
-    rng = torch.Generator().manual_seed(0)
-    for e in examples:  # labels of typical length
-        n = int(torch.randint(3, 9, (1,), generator=rng))
-        e["text"] = "".join(task.vocab.chars[int(k)] for k in torch.randint(0, len(task.vocab.chars), (n,), generator=rng))
-    batch = task.collate(examples)
-    times: dict[str, list[float]] = {name: [] for name in models}
-    for r in range(repeats + 2):  # the first two rounds warm up
-        for name, model in models.items():
-            model.train()
-            start = time.perf_counter()
-            log_probs, lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
-            ctc(log_probs, lengths, batch.targets, batch.target_lengths).backward()
-            model.zero_grad(set_to_none=True)
-            if r >= 2:
-                times[name].append(time.perf_counter() - start)
-    conv = statistics.median(times["conventional"])
+    batch = typical_batch(task, batch_size)
+
+    def ctc_step(model):
+        model.train()
+        log_probs, lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+        ctc(log_probs, lengths, batch.targets, batch.target_lengths).backward()
+        model.zero_grad(set_to_none=True)
+
+    cases = {name: (lambda m=model: ctc_step(m)) for name, model in models.items()}
+    median = median_seconds(cases, repeats, warmup_rounds=2)
     return {name: {"params": sum(p.numel() for p in models[name].parameters()),
-                   "median_step_seconds": round(statistics.median(t), 4),
-                   "ratio_to_conventional": round(statistics.median(t) / conv, 3)} for name, t in times.items()}
+                   "median_step_seconds": round(median[name], 4),
+                   "ratio_to_conventional": round(median[name] / median["conventional"], 3)} for name in models}
 
 
 def train(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
@@ -99,7 +91,7 @@ def main() -> None:
     task, cfg = get_task(TASK), load_preset(TASK, PRESET)
     cache = args.cache or default_cache()
     if args.step == "bench":
-        result = bench(task, cfg, args.out)
+        result = bench(task, cfg)
     elif args.step == "train":
         result = train(task, cfg, args.name, args.out, cache)
     else:
