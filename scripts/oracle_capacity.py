@@ -1,11 +1,15 @@
-"""Does a lighter Oracle Teacher reach its best in less of the conventional teacher's time?
+"""Oracle Teacher variants against the preset's: capacity, cost, label context.
 
-The investigation behind the README's "Capacity, checked" paragraph (scene text,
-`full` preset data). Three steps, each resumable:
+The investigations behind the README's "Capacity, checked" paragraphs. Scene text
+(`full` data): does a lighter Oracle reach its best in less of the conventional
+teacher's time? Speech: does a local label context (`target_context`) let the
+Oracle use the labels of long sentences, and does it reopen the copy? Three
+steps, each resumable:
 
     python scripts/oracle_capacity.py bench --out ~/runs/light      # step cost, side by side
     python scripts/oracle_capacity.py train light --out ~/runs/light
     python scripts/oracle_capacity.py eval light --out ~/runs/light  # test, alignment, copy test
+    python scripts/oracle_capacity.py train context3 --task speech --preset quick --out ~/runs/ctx
 
 `bench` times training steps of every model round-robin in one process (medians,
 1 thread, batch 64), so ratios hold on a shared machine; wall times of `train`
@@ -30,21 +34,18 @@ from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
 from oracle_kd.training import TrainConfig, fit
 
-TASK, PRESET = "scene-text", "full"
-
-
-def variants(cfg: dict) -> dict[str, dict]:
+def variants(task_name: str, cfg: dict) -> dict[str, dict]:
     base = cfg["models"]["oracle"]
-    return {
-        "oracle": base,  # the preset's: encoder 16-128 channels, d_model 128, 2 layers (0.75M)
-        "light": {**base, "encoder": {**base["encoder"], "channels": [8, 16, 32, 64, 96]},
-                  "d_model": 96, "layers": 1},  # 0.25M
-    }
+    found = {"oracle": base, **{f"context{k}": {**base, "target_context": k} for k in (3, 5)}}
+    if task_name == "scene-text":  # the preset's: encoder 16-128 channels, d_model 128, 2 layers (0.75M)
+        found["light"] = {**base, "encoder": {**base["encoder"], "channels": [8, 16, 32, 64, 96]},
+                          "d_model": 96, "layers": 1}  # 0.25M
+    return found
 
 
 def bench(task, cfg: dict, repeats: int = 15, batch_size: int = 64) -> dict:
     torch.manual_seed(0)
-    models = {name: task.build_model("oracle", c) for name, c in variants(cfg).items()}
+    models = {name: task.build_model("oracle", c) for name, c in variants(task.name, cfg).items()}
     models["conventional"] = task.build_model("conventional", cfg["models"]["conventional"])
     batch = typical_batch(task, batch_size)
 
@@ -65,7 +66,7 @@ def train(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
     folder = task.prepare_data(cfg["data"], cache, progress=False)
     skips = SkipLog()
     train_set, val_set = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
-    res = fit(task, "oracle", variants(cfg)[name], train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
+    res = fit(task, "oracle", variants(task.name, cfg)[name], train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
               out / name, seed=0, progress=False)
     return {"params": res.params, "epochs_to_best": res.epochs, "seconds_to_best": res.train_seconds,
             "validation": res.best_val}
@@ -83,12 +84,14 @@ def evaluate(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["bench", "train", "eval"])
-    parser.add_argument("name", nargs="?", default="light", help="oracle | light (train, eval)")
+    parser.add_argument("name", nargs="?", default="light", help="oracle | light | context3 | context5 (train, eval)")
+    parser.add_argument("--task", default="scene-text", choices=["scene-text", "speech"])
+    parser.add_argument("--preset", default="full")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    task, cfg = get_task(TASK), load_preset(TASK, PRESET)
+    task, cfg = get_task(args.task), load_preset(args.task, args.preset)
     cache = args.cache or default_cache()
     if args.step == "bench":
         result = bench(task, cfg)

@@ -10,6 +10,13 @@ position information, so a frame can find a label only by content and the
 order of the output must come from the source. `target_positions=True` adds
 sinusoidal positions to the labels: the ablation that permits copying.
 `target_noise` masks or substitutes a fraction of the labels during training.
+
+`target_context=k` (odd, 0 = off) adds a convolution of width k over the label
+embeddings: each key then carries its neighbours (an n-gram), still with no
+absolute position. For long label sequences (a sentence holds most of the
+alphabet) content alone says little about which occurrence a frame hears;
+the local context tells occurrences apart. The copy test says whether it
+reopens the copy.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ class OracleConfig:
     target_positions: bool = False  # True: the copy-permitting ablation
     target_noise: str = "none"  # "none" | "mask" | "substitute"
     target_noise_rate: float = 0.15  # fraction of labels masked/substituted in training
+    target_context: int = 0  # odd width of a convolution over the label embeddings; 0 = none
 
 
 def sinusoids(length: int, dim: int, device=None) -> torch.Tensor:
@@ -82,6 +90,11 @@ class OracleTeacher(nn.Module):
         self.source_proj = nn.Linear(source_encoder.out_dim, cfg.d_model)
         self.mask_id = num_classes  # one extra embedding row: the [MASK] label
         self.target_embedding = nn.Embedding(num_classes + 1, cfg.d_model)
+        if cfg.target_context:
+            if cfg.target_context < 0 or cfg.target_context % 2 == 0:
+                raise ValueError(f"target_context must be 0 or an odd width, not {cfg.target_context}")
+            self.target_context = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.target_context,
+                                            padding=cfg.target_context // 2)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)
@@ -93,9 +106,12 @@ class OracleTeacher(nn.Module):
         frame_pad = torch.arange(frames.shape[1], device=frames.device)[None] >= frame_lengths[:, None]
 
         labels = self.target_embedding(self._noisy(targets, target_lengths))
+        label_pad = torch.arange(targets.shape[1], device=targets.device)[None] >= target_lengths[:, None]
+        if self.cfg.target_context:  # padding is zeroed first, so a label's context ends where its row ends
+            labels = labels.masked_fill(label_pad[..., None], 0.0)
+            labels = labels + self.target_context(labels.transpose(1, 2)).transpose(1, 2)
         if self.cfg.target_positions:
             labels = labels + sinusoids(labels.shape[1], labels.shape[2], labels.device)
-        label_pad = torch.arange(targets.shape[1], device=targets.device)[None] >= target_lengths[:, None]
         label_pad = label_pad & (target_lengths[:, None] > 0)  # an empty row attends to its pad, not to nothing
 
         for block in self.blocks:
