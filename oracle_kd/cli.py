@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def add_overrides(parser, more: str = "") -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help=f"override a preset value, e.g. models.oracle.target_context=5 (repeatable{more})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oracle-kd", description=__doc__)
     sub = p.add_subparsers(title="commands")
@@ -49,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
     e.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     e.add_argument("--no-progress", action="store_true")
+    add_overrides(e, "; part of the experiment's identity in OUT/experiment.json")
     e.set_defaults(run=cmd_experiment)
 
     d = sub.add_parser("data", help="generate the default data set of a task")
@@ -71,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--devices", type=int, default=1, help="processes per node (>1: DDP)")
     t.add_argument("--num-nodes", type=int, default=1)
     t.add_argument("--out", required=True)
+    add_overrides(t)
     t.set_defaults(run=cmd_train)
 
     v = sub.add_parser("evaluate", help="metrics of a checkpoint on a data path; prints JSON")
@@ -118,7 +125,7 @@ def cmd_experiment(args) -> int:
     out = args.out or f"runs/{args.task}-{args.preset}"
     results = run_experiment(args.task, args.preset, args.seeds, out,
                              cache=Path(args.cache) if args.cache else None, progress=not args.no_progress,
-                             threads=args.threads)
+                             threads=args.threads, overrides=args.overrides)
     print(summary_table(results))
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from importlib import resources
 
@@ -11,6 +12,7 @@ import yaml
 from oracle_kd.io import InputError
 
 PRESETS = ("smoke", "quick", "full")
+NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def from_dict(cls, data: dict | None):
@@ -34,6 +36,35 @@ def load_preset(task: str, preset: str) -> dict:
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r} for task {task}: choose from {', '.join(k for k in presets if k != 'defaults')}")
     return deep_merge(presets.get("defaults", {}), presets[preset])
+
+
+def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
+    """`cfg` with `KEY.PATH=VALUE` overrides (VALUE read as YAML), e.g. `models.oracle.target_context=5`.
+
+    Every key but the last must already exist; a misspelt last key is caught
+    where the section is read (`from_dict` names the known keys)."""
+    out = deep_merge(cfg, {})
+    for item in overrides or []:
+        path, sep, raw = item.partition("=")
+        keys = path.strip().split(".")
+        if not sep or not all(keys):
+            raise InputError(f"--set {item!r}: expected KEY.PATH=VALUE, e.g. models.oracle.target_context=5")
+        node = out
+        for depth, key in enumerate(keys[:-1]):
+            child = node.get(key)
+            if not isinstance(child, dict):
+                raise InputError(f"--set {item!r}: {'.'.join(keys[:depth + 1])} is not a section of the preset "
+                                 f"(sections here: {', '.join(k for k, v in node.items() if isinstance(v, dict))})")
+            node[key] = child = dict(child)
+            node = child
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise InputError(f"--set {item!r}: the value is not YAML ({err})") from None
+        if isinstance(value, str) and NUMBER.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
+        node[keys[-1]] = value
+    return out
 
 
 def deep_merge(base: dict, over: dict) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
-from oracle_kd.config import from_dict, load_preset
+from oracle_kd.config import apply_overrides, from_dict, load_preset
 from oracle_kd.data import WithTeacher
 from oracle_kd.io import InputError, atomic_path, atomic_write_json
 from oracle_kd.skips import SkipLog
@@ -44,12 +44,14 @@ def say(msg: str) -> None:
 
 
 def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = None, out: str | Path = "runs/exp",
-                   cache: Path | None = None, progress: bool = True, threads: int | None = None) -> dict:
+                   cache: Path | None = None, progress: bool = True, threads: int | None = None,
+                   overrides: list[str] | None = None) -> dict:
     task = get_task(task_name)
-    cfg = load_preset(task_name, preset)
+    cfg = apply_overrides(load_preset(task_name, preset), overrides)
     seeds = list(range(seeds if seeds is not None else cfg["seeds"]))
     out = Path(out)
-    check_same_experiment(out, {"task": task_name, "preset": preset, "config": cfg})
+    ident = {"task": task_name, "preset": preset, "config": cfg}
+    check_same_experiment(out, {**ident, "overrides": list(overrides)} if overrides else ident)
     # more threads than free cores makes PyTorch's CPU kernels much slower, not faster
     torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     started = time.perf_counter()
@@ -69,7 +71,7 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
     students = runner.students(seeds)
 
     results = {
-        "task": task_name, "preset": preset, "seeds": seeds, "metric": task.metric,
+        "task": task_name, "preset": preset, "overrides": list(overrides or []), "seeds": seeds, "metric": task.metric,
         "higher_is_better": task.higher_is_better,
         "environment": {"torch": torch.__version__, "threads": torch.get_num_threads(), "device": "cpu",
                         "python": sys.version.split()[0]},

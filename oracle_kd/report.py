@@ -94,7 +94,8 @@ def write_report(task, results: dict, runner, out: Path) -> Path:
     curves = plot_curves(runner.histories, results["metric"], plots / "learning_curves.png")
     spikes = plot_spikes(task, runner.checkpoints, runner.splits["test"],
                          runner.cfg["diagnostics"]["spike_examples"], plots / "spikes.png")
-    text = f"""# oracle-kd experiment: {results['task']} ({results['preset']})
+    changed = ", ".join(f"`{o}`" for o in results.get("overrides", []))
+    text = f"""# oracle-kd experiment: {results['task']} ({results['preset']}{', ' + changed if changed else ''})
 
 Data: {results['data']['train']} train / {results['data']['val']} validation / {results['data']['test']} test examples
 ({results['data']['skipped']} skipped). Environment: torch {results['environment']['torch']},

@@ -9,7 +9,7 @@ import numpy as np
 
 from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
-from oracle_kd.config import from_dict, load_preset
+from oracle_kd.config import apply_overrides, from_dict, load_preset
 from oracle_kd.data import WithTeacher
 from oracle_kd.experiment import default_cache
 from oracle_kd.io import InputError, atomic_path
@@ -20,7 +20,7 @@ from oracle_kd.training import KDConfig, TrainConfig, fit
 
 def train_one(args) -> dict:
     task = get_task(args.task)
-    cfg = load_preset(args.task, args.preset)
+    cfg = apply_overrides(load_preset(args.task, args.preset), args.overrides)
     out = Path(args.out)
     skips = SkipLog()
     if args.train_data:

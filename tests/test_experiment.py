@@ -64,10 +64,13 @@ def test_running_again_continues_instead_of_starting_over(smoke):
     assert again["teachers"]["oracle"]["params"] == results["teachers"]["oracle"]["params"]
 
 
-def test_another_preset_in_the_same_folder_is_refused(smoke):
+def test_another_preset_or_override_in_the_same_folder_is_refused(smoke, capsys):
     root, _ = smoke
-    assert main(["experiment", "--task", "scene-text", "--preset", "quick", "--out", str(root / "out"),
-                 "--cache", str(root / "cache"), "--no-progress"]) == 2
+    common = ["--out", str(root / "out"), "--cache", str(root / "cache"), "--no-progress"]
+    assert main(["experiment", "--task", "scene-text", "--preset", "quick", *common]) == 2
+    assert main(["experiment", "--task", "scene-text", "--preset", "smoke", "--set", "models.oracle.target_context=3",
+                 *common]) == 2
+    assert "holds a different experiment" in capsys.readouterr().err
 
 
 def test_evaluate_reads_both_user_formats(smoke, tmp_path, capsys):
