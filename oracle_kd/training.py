@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -244,8 +244,9 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     """
     out_dir = Path(out_dir)
     done = out_dir / "result.json"
-    if done.exists():
-        return RunResult(**json.loads(done.read_text()))
+    if done.exists():  # the checkpoint is read beside result.json, so a run folder can be moved or copied
+        res = RunResult(**json.loads(done.read_text()))
+        return replace(res, checkpoint=str(out_dir / Path(res.checkpoint).name))
     out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True, verbose=False)
     model = task.build_model(kind, model_cfg)

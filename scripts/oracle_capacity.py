@@ -34,9 +34,11 @@ from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
 from oracle_kd.training import TrainConfig, fit
 
-def variants(task_name: str, cfg: dict) -> dict[str, dict]:
+def variants(task_name: str, cfg: dict, wanted: str = "") -> dict[str, dict]:
+    """The preset's Oracle, `contextK` (label context of width K), `light` (scene text)."""
     base = cfg["models"]["oracle"]
-    found = {"oracle": base, **{f"context{k}": {**base, "target_context": k} for k in (3, 5)}}
+    widths = {3, 5} | ({int(wanted[7:])} if wanted.startswith("context") and wanted[7:].isdigit() else set())
+    found = {"oracle": base, **{f"context{k}": {**base, "target_context": k} for k in sorted(widths)}}
     if task_name == "scene-text":  # the preset's: encoder 16-128 channels, d_model 128, 2 layers (0.75M)
         found["light"] = {**base, "encoder": {**base["encoder"], "channels": [8, 16, 32, 64, 96]},
                           "d_model": 96, "layers": 1}  # 0.25M
@@ -66,7 +68,7 @@ def train(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
     folder = task.prepare_data(cfg["data"], cache, progress=False)
     skips = SkipLog()
     train_set, val_set = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
-    res = fit(task, "oracle", variants(task.name, cfg)[name], train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
+    res = fit(task, "oracle", variants(task.name, cfg, name)[name], train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
               out / name, seed=0, progress=False)
     return {"params": res.params, "epochs_to_best": res.epochs, "seconds_to_best": res.train_seconds,
             "validation": res.best_val}
@@ -84,7 +86,7 @@ def evaluate(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("step", choices=["bench", "train", "eval"])
-    parser.add_argument("name", nargs="?", default="light", help="oracle | light | context3 | context5 (train, eval)")
+    parser.add_argument("name", nargs="?", default="light", help="oracle | light | contextK, e.g. context5 (train, eval)")
     parser.add_argument("--task", default="scene-text", choices=["scene-text", "speech"])
     parser.add_argument("--preset", default="full")
     parser.add_argument("--out", type=Path, required=True)

@@ -43,6 +43,10 @@ def test_a_finished_run_is_returned_as_it_is(tmp_path):
     again = fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "run", progress=False)
     assert again == first
     assert (tmp_path / "run" / "best.safetensors").stat().st_mtime_ns == before
+    # a finished run folder, moved, is still finished and points at its own weights
+    (tmp_path / "run").rename(tmp_path / "moved")
+    moved = fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "moved", progress=False)
+    assert moved.checkpoint == str(tmp_path / "moved" / "best.safetensors") and moved.history == first.history
 
 
 def test_length_buckets_cover_every_example_once_and_cut_padding():
