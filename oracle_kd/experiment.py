@@ -122,7 +122,8 @@ class Runner:
         entry = {"checkpoint": res.checkpoint, "params": res.params, "train_seconds": res.train_seconds,
                  "total_seconds": res.total_seconds, "epochs": res.epochs, "validation": res.best_val,
                  "test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
-                 "converged": left_plateau(res.best_val), "median_epoch_seconds": median_epoch_seconds(res.history)}
+                 "converged": left_plateau(res.best_val), "median_epoch_seconds": median_epoch_seconds(res.history),
+                 "cpu_seconds_to_best": cpu_seconds_at(res.history, res.epochs)}
         if kind == "oracle":
             n = self.cfg["diagnostics"]["copy_test_examples"]
             entry["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"], limit=n)
@@ -203,6 +204,12 @@ def median_epoch_seconds(history: list[dict]) -> float | None:
     ends = [row["seconds"] for row in history]
     durations = [b - a for a, b in zip([0.0] + ends, ends)]
     return round(statistics.median(durations), 2) if durations else None
+
+
+def cpu_seconds_at(history: list[dict], epoch: int) -> float | None:
+    """CPU time of the run up to the end of `epoch`, when the run counted it (RunRecorder)."""
+    row = next((r for r in history if r["epoch"] == epoch), None)
+    return row.get("cpu_seconds") if row else None
 
 
 def summarize(runs: list[dict], kd: KDConfig | None) -> dict:

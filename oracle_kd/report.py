@@ -85,6 +85,9 @@ def time_to_best(teachers: dict) -> str:
         eo, ec = oracle["epochs"], conv["epochs"]
         text += (f" Counted as epochs to best x median epoch time, {eo} x {mo:.0f} s against "
                  f"{ec} x {mc:.0f} s: {eo * mo / max(ec * mc, 1e-9):.2f}x.")
+    co, cc = oracle.get("cpu_seconds_to_best"), conv.get("cpu_seconds_to_best")
+    if co and cc:  # CPU time of the training process: a shared or suspended machine hardly moves it
+        text += f" In CPU time to best, {co:.0f} s against {cc:.0f} s: {co / cc:.2f}x."
     return text
 
 

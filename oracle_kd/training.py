@@ -143,19 +143,27 @@ class CTCModule(pl.LightningModule):
 
 class RunRecorder(pl.Callback):
     """History, wall time to the best epoch, the best weights (safetensors) and an
-    atomic `last.ckpt` after every epoch, so a run resumes where it stopped."""
+    atomic `last.ckpt` after every epoch, so a run resumes where it stopped.
+
+    Each epoch's row also carries `cpu_seconds`: this process's CPU time so far
+    (all its threads), which a shared or suspended machine hardly moves; a run
+    resumed from a checkpoint that did not count it leaves it out."""
 
     def __init__(self, out_dir: Path, metric: str, higher_is_better: bool, meta: dict):
         self.out_dir, self.metric, self.higher, self.meta = out_dir, metric, higher_is_better, meta
         self.history, self.best, self.best_epoch, self.best_seconds = [], None, -1, 0.0
         self.elapsed_before = 0.0  # wall time of earlier sessions of this run
-        self._start = time.perf_counter()
+        self.cpu_before: float | None = 0.0  # CPU time of earlier sessions (None: not counted then)
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def elapsed(self) -> float:
         return self.elapsed_before + time.perf_counter() - self._start
 
+    def cpu_elapsed(self) -> float | None:
+        return None if self.cpu_before is None else self.cpu_before + time.process_time() - self._cpu_start
+
     def on_fit_start(self, trainer, pl_module):
-        self._start = time.perf_counter()
+        self._start, self._cpu_start = time.perf_counter(), time.process_time()
 
     def on_train_epoch_end(self, trainer, pl_module):
         # runs after EarlyStopping's own epoch-end check, so last.ckpt holds its updated state
@@ -166,6 +174,8 @@ class RunRecorder(pl.Callback):
         # the module's own epoch-end hook (which resets the training losses) runs after this one
         row = {"epoch": trainer.current_epoch + 1, "seconds": round(self.elapsed(), 2),
                "train_loss": pl_module.epoch_train_loss(), **{f"val_{k}": v for k, v in val.items()}}
+        if self.cpu_before is not None:
+            row["cpu_seconds"] = round(self.cpu_elapsed(), 2)
         self.history.append(row)
         if self.improves(val):
             self.best, self.best_epoch, self.best_seconds = val, row["epoch"], row["seconds"]
@@ -189,12 +199,15 @@ class RunRecorder(pl.Callback):
 
     def state_dict(self):
         return {"history": json.dumps(self.history), "best": json.dumps(self.best), "best_epoch": self.best_epoch,
-                "best_seconds": self.best_seconds, "elapsed": self.elapsed()}
+                "best_seconds": self.best_seconds, "elapsed": self.elapsed(),
+                "cpu_elapsed": -1.0 if self.cpu_before is None else self.cpu_elapsed()}
 
     def load_state_dict(self, state):
         self.history, self.best = json.loads(state["history"]), json.loads(state["best"])
         self.best_epoch, self.best_seconds = state["best_epoch"], state["best_seconds"]
         self.elapsed_before = state["elapsed"]
+        cpu = state.get("cpu_elapsed", -1.0)  # absent in checkpoints of older versions
+        self.cpu_before = None if cpu < 0 else cpu
 
 
 def restore_if_finished(last: Path, recorder: RunRecorder, cfg: TrainConfig) -> bool:

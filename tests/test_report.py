@@ -1,6 +1,6 @@
 """The report's reading of teacher runs: the CTC blank plateau, and wall time that a pause inflated."""
 
-from oracle_kd.experiment import left_plateau, median_epoch_seconds
+from oracle_kd.experiment import cpu_seconds_at, left_plateau, median_epoch_seconds
 from oracle_kd.report import teacher_table, time_to_best
 
 
@@ -37,3 +37,13 @@ def test_paused_epoch_inflates_wall_time_not_the_median_epoch_ratio():
     text = time_to_best({"oracle": oracle, "conventional": conv})
     assert "0.03x the conventional" in text  # raw wall time: 60 / 2100
     assert "3 x 20 s against 6 x 100 s: 0.10x" in text  # 60 / 600, the pause left out
+
+
+def test_cpu_time_to_best_is_reported_when_both_teachers_counted_it():
+    history = [{"epoch": 1, "seconds": 9.0, "cpu_seconds": 5.0}, {"epoch": 2, "seconds": 99.0, "cpu_seconds": 10.0}]
+    assert cpu_seconds_at(history, 2) == 10.0 and cpu_seconds_at([{"epoch": 1, "seconds": 9.0}], 1) is None
+    oracle = teacher(60, 0.2, cpu_seconds_to_best=10.0)
+    conv = teacher(100, 0.3, cpu_seconds_to_best=40.0)
+    assert "In CPU time to best, 10 s against 40 s: 0.25x." in time_to_best({"oracle": oracle, "conventional": conv})
+    old = teacher(100, 0.3)  # a run of an older version, without CPU time
+    assert "CPU time" not in time_to_best({"oracle": oracle, "conventional": old})

@@ -32,6 +32,8 @@ def test_a_stopped_run_resumes_from_its_last_checkpoint(tmp_path):
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[0] == first.history[0]  # epoch 1 was not trained again
     assert resumed.total_seconds >= first.total_seconds  # wall time accumulates across sessions
+    cpu = [h["cpu_seconds"] for h in resumed.history]  # so does this process's CPU time
+    assert 0 < cpu[0] < cpu[1] < cpu[2] and cpu[2] <= resumed.total_seconds * 64
     assert json.loads((out / "result.json").read_text())["history"] == resumed.history
 
 
