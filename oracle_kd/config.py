@@ -43,7 +43,7 @@ def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:
 
     Every key but the last must already exist; a misspelt last key is caught
     where the section is read (`from_dict` names the known keys)."""
-    out = deep_merge(cfg, {})
+    out = dict(cfg)  # sections on an override's path are copied below, the rest is shared
     for item in overrides or []:
         path, sep, raw = item.partition("=")
         keys = path.strip().split(".")

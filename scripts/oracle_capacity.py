@@ -37,9 +37,10 @@ from oracle_kd.training import TrainConfig, fit
 def variants(task_name: str, cfg: dict, wanted: str = "") -> dict[str, dict]:
     """The preset's Oracle, `contextK` (label context of width K), `light` (scene text)."""
     base = cfg["models"]["oracle"]
-    widths = {3, 5} | ({int(wanted[7:])} if wanted.startswith("context") and wanted[7:].isdigit() else set())
+    width = wanted.removeprefix("context")
+    widths = {3, 5} | ({int(width)} if wanted.startswith("context") and width.isdigit() else set())
     found = {"oracle": base, **{f"context{k}": {**base, "target_context": k} for k in sorted(widths)}}
-    if task_name == "scene-text":  # the preset's: encoder 16-128 channels, d_model 128, 2 layers (0.75M)
+    if task_name == "scene-text":  # against the preset's encoder 16-128 channels, d_model 128, 2 layers (0.75M)
         found["light"] = {**base, "encoder": {**base["encoder"], "channels": [8, 16, 32, 64, 96]},
                           "d_model": 96, "layers": 1}  # 0.25M
     return found

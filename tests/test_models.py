@@ -73,12 +73,9 @@ def test_label_context_tells_occurrences_apart_without_positions(task):
     # row's padding (another example being longer) changes nothing.
     torch.manual_seed(4)
     model = task.build_model("oracle", {**TINY["oracle"], "target_context": 3}).eval()
-    embed = lambda targets, lengths: model.target_context(
-        model.target_embedding(targets).masked_fill(
-            (torch.arange(targets.shape[1])[None] >= lengths[:, None])[..., None], 0.0).transpose(1, 2)).transpose(1, 2)
-    keys = embed(torch.tensor([[1, 2, 3, 1, 4, 3]]), torch.tensor([6]))[0]
+    keys = model.label_keys(torch.tensor([[1, 2, 3, 1, 4, 3]]), torch.tensor([6]))[0][0]
     assert (keys[0] - keys[3]).abs().max() > 1e-3  # the two 1s: different neighbours, different keys
-    shifted = embed(torch.tensor([[5, 1, 2, 3, 1, 4]]), torch.tensor([6]))[0]
+    shifted = model.label_keys(torch.tensor([[5, 1, 2, 3, 1, 4]]), torch.tensor([6]))[0][0]
     assert torch.allclose(keys[1], shifted[2], atol=1e-6)  # "1 2 3" moved right: same key
     g = torch.Generator().manual_seed(5)
     one = task.collate(noise_examples(1, g, lengths=(3, 4)))

@@ -105,6 +105,13 @@ class OracleTeacher(nn.Module):
         frames = frames + sinusoids(frames.shape[1], frames.shape[2], frames.device)  # source order is allowed
         frame_pad = torch.arange(frames.shape[1], device=frames.device)[None] >= frame_lengths[:, None]
 
+        labels, label_pad = self.label_keys(targets, target_lengths)
+        for block in self.blocks:
+            frames = block(frames, frame_pad, labels, label_pad)
+        return self.head(self.norm(frames)).log_softmax(-1), frame_lengths
+
+    def label_keys(self, targets, target_lengths):
+        """The cross-attention's keys and values (batch, labels, d_model) and their padding mask."""
         labels = self.target_embedding(self._noisy(targets, target_lengths))
         label_pad = torch.arange(targets.shape[1], device=targets.device)[None] >= target_lengths[:, None]
         if self.cfg.target_context:  # padding is zeroed first, so a label's context ends where its row ends
@@ -112,11 +119,7 @@ class OracleTeacher(nn.Module):
             labels = labels + self.target_context(labels.transpose(1, 2)).transpose(1, 2)
         if self.cfg.target_positions:
             labels = labels + sinusoids(labels.shape[1], labels.shape[2], labels.device)
-        label_pad = label_pad & (target_lengths[:, None] > 0)  # an empty row attends to its pad, not to nothing
-
-        for block in self.blocks:
-            frames = block(frames, frame_pad, labels, label_pad)
-        return self.head(self.norm(frames)).log_softmax(-1), frame_lengths
+        return labels, label_pad & (target_lengths[:, None] > 0)  # an empty row attends to its pad, not to nothing
 
     def _noisy(self, targets, target_lengths):
         """Masked or substituted labels, in training only (PAPER.md, anti-copy options)."""
