@@ -132,7 +132,9 @@ class LogMel(torch.nn.Module):
                 spectrum = torch.stft(waveform, return_complex=False, **kwargs)
             return spectrum.pow(2).sum(-1)
         spectrum = torch.stft(waveform, return_complex=True, **kwargs)
-        return torch.view_as_real(spectrum).pow(2).sum(-1)
+        # re^2 + im^2: bit-identical to view_as_real(...).pow(2).sum(-1), and
+        # several times faster (no reduction over a strided last axis).
+        return spectrum.real.square() + spectrum.imag.square()
 
 
 def normalize_per_utterance(
