@@ -3,7 +3,11 @@ results.json and report.md (PAPER.md, "The comparison every experiment makes").
 
 Every unit of work (a teacher, a tuning trial, an arm x seed, teacher
 posteriors) writes its own files under OUT and is skipped when they exist, so
-running again with the same OUT continues where it stopped.
+running again with the same OUT continues where it stopped. A unit is claimed
+with a lock file while it runs, so several processes (on one machine, or cluster
+jobs over a shared file system) can run the same experiment with the same OUT:
+each takes the next unit nobody holds whose inputs are ready, and waits when
+there is none; every one of them writes results.json and report.md at the end.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
 from oracle_kd.config import apply_overrides, from_dict, load_preset
 from oracle_kd.data import WithTeacher
-from oracle_kd.io import InputError, atomic_path, atomic_write_json
+from oracle_kd.io import Busy, InputError, atomic_path, atomic_write_json, claim
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
 from oracle_kd.training import KDConfig, TrainConfig, fit
@@ -33,6 +37,7 @@ ARMS = {  # arm -> teacher whose posteriors it learns from (None: plain CTC)
     "student_kd_conventional": "conventional",
     "student_kd_oracle": "oracle",
 }
+WAIT_SECONDS = 15  # between looks at units that other processes hold
 
 
 def default_cache() -> Path:
@@ -57,18 +62,19 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
     started = time.perf_counter()
 
     say(f"data: preparing {task_name} ({preset})")
-    data_dir = task.prepare_data(cfg["data"], cache or default_cache(), progress=progress)
+    cache = Path(cache or default_cache())
+    with claim(cache / f".{task_name}.lock", wait=True):  # one process prepares, the others then find it
+        data_dir = task.prepare_data(cfg["data"], cache, progress=progress)
     skips = SkipLog()
     splits = {s: task.dataset(data_dir, s, skips, train=s == "train") for s in ("train", "val", "test")}
     say("data: " + ", ".join(f"{s} {len(d)}" for s, d in splits.items()) + f" ({data_dir})")
     skips.write(out / "skipped.tsv")
 
     runner = Runner(task, cfg, splits, out, progress)
-    teachers = {"conventional": runner.teacher("conventional", "conventional", {}),
-                "oracle": runner.teacher("oracle", "oracle", {})}
-    ablations = {name: runner.teacher(f"oracle_{name}", "oracle", {name: True})
-                 for name in cfg["diagnostics"].get("ablations", [])}
-    students = runner.students(seeds)
+    while (found := runner.all_units(seeds)) is None:
+        say(f"waiting for {len(runner.waiting)} units that other processes hold: " + "; ".join(runner.waiting))
+        time.sleep(WAIT_SECONDS)
+    teachers, ablations, students = found
 
     results = {
         "task": task_name, "preset": preset, "overrides": list(overrides or []), "seeds": seeds, "metric": task.metric,
@@ -108,88 +114,145 @@ class Runner:
         self.kd_choice: dict = {}
         self.checkpoints: dict[str, str] = {}  # model name -> checkpoint, for the report's spike plots
         self.histories: dict[str, list] = {}
+        self.waiting: list[str] = []  # units other processes held during the last pass
+        self._announced: set[str] = set()
+
+    def all_units(self, seeds: list[int]) -> tuple[dict, dict, dict] | None:
+        """One pass over every unit in order: (teachers, ablations, students), or None when
+        units that other processes hold (or that need their output) were left for a later pass."""
+        self.waiting = []
+        teachers = {name: self.attempt(self.teacher, name, name, {}) for name in ("conventional", "oracle")}
+        ablations = {name: self.attempt(self.teacher, f"oracle_{name}", "oracle", {name: True})
+                     for name in self.cfg["diagnostics"].get("ablations", [])}
+        students = self.students(seeds, ready={t for t, entry in teachers.items() if entry is not None})
+        return None if self.waiting else (teachers, ablations, students)
+
+    def attempt(self, unit, *args):
+        """unit(*args), or None (noted in self.waiting) while another process holds it."""
+        try:
+            return unit(*args)
+        except Busy as held:
+            self.waiting.append(str(held))
+            return None
 
     def train_cfg(self, role: str) -> TrainConfig:
         return from_dict(TrainConfig, self.cfg["train"][role])
 
+    def trained(self, label: str, folder: Path, kind: str, model_cfg: dict, train, kd=None, seed: int = 0):
+        """fit() in `folder`, holding its lock unless the run has finished."""
+        args = (self.task, kind, model_cfg, train, self.splits["val"], self.train_cfg(kind), folder)
+        if (folder / "result.json").exists():
+            return fit(*args, kd=kd, seed=seed, progress=self.progress)
+        with claim(folder / ".lock"):
+            say(f"{label}: training")
+            return fit(*args, kd=kd, seed=seed, progress=self.progress)
+
+    def evaluated(self, label: str, folder: Path, checkpoint: str, copy_test: bool = False) -> dict:
+        """Test metrics and alignment accuracy (and the copy test) of a finished run, computed once:
+        kept in evaluation.json beside its result."""
+        path = folder / "evaluation.json"
+        if not path.exists():
+            with claim(folder / ".lock"):
+                if not path.exists():
+                    say(f"{label}: evaluating")
+                    task, model, _ = load_model(checkpoint)
+                    test, decoded = diagnostics.evaluate(task, model, self.splits["test"])
+                    found = {"test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded)}
+                    if copy_test:
+                        n = self.cfg["diagnostics"]["copy_test_examples"]
+                        found["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"], limit=n)
+                    atomic_write_json(path, found)
+        return json.loads(path.read_text())
+
+    def announce(self, label: str, msg: str) -> None:
+        """Say a unit's outcome once per process, not on every pass."""
+        if label not in self._announced:
+            self._announced.add(label)
+            say(f"{label}: {msg}")
+
     def teacher(self, name: str, kind: str, overrides: dict) -> dict:
-        say(f"teacher {name}: training")
-        model_cfg = {**self.cfg["models"][kind], **overrides}
-        res = fit(self.task, kind, model_cfg, self.splits["train"], self.splits["val"], self.train_cfg(kind),
-                  self.out / "teachers" / name, seed=0, progress=self.progress)
-        task, model, _ = load_model(res.checkpoint)
-        test, decoded = diagnostics.evaluate(task, model, self.splits["test"])
+        label, folder = f"teacher {name}", self.out / "teachers" / name
+        res = self.trained(label, folder, kind, {**self.cfg["models"][kind], **overrides}, self.splits["train"])
+        found = self.evaluated(label, folder, res.checkpoint, copy_test=kind == "oracle")
         entry = {"checkpoint": res.checkpoint, "params": res.params, "train_seconds": res.train_seconds,
                  "total_seconds": res.total_seconds, "epochs": res.epochs, "validation": res.best_val,
-                 "test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
+                 "test": found["test"], "alignment_accuracy": found["alignment_accuracy"],
                  "converged": left_plateau(res.best_val), "median_epoch_seconds": median_epoch_seconds(res.history),
                  "cpu_seconds_to_best": cpu_seconds_at(res.history, res.epochs)}
-        if kind == "oracle":
-            n = self.cfg["diagnostics"]["copy_test_examples"]
-            entry["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"], limit=n)
+        if "copy_test" in found:
+            entry["copy_test"] = found["copy_test"]
         self.checkpoints[name], self.histories[name] = res.checkpoint, res.history
-        say(f"teacher {name}: {res.params} params, best after {res.epochs} epochs / {res.train_seconds:.0f}s, "
-            f"test {self.task.metric} {test[self.task.metric]:.4f}")
+        self.announce(label, f"{res.params} params, best after {res.epochs} epochs / {res.train_seconds:.0f}s, "
+                             f"test {self.task.metric} {found['test'][self.task.metric]:.4f}")
         return entry
 
     def posteriors(self, teacher: str) -> np.ndarray:
         """The frozen teacher's log-probs on the training set, computed once (float16 .npy)."""
         path = self.out / "posteriors" / f"{teacher}.npy"
         if not path.exists():
-            say(f"posteriors of {teacher} on {len(self.splits['train'])} training examples")
-            _, model, _ = load_model(self.checkpoints[teacher])
-            post = diagnostics.posteriors(self.task, model, self.splits["train"])
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, post)
+            with claim(path.with_suffix(".lock")):
+                if not path.exists():
+                    say(f"posteriors of {teacher} on {len(self.splits['train'])} training examples")
+                    _, model, _ = load_model(self.checkpoints[teacher])
+                    post = diagnostics.posteriors(self.task, model, self.splits["train"])
+                    with atomic_path(path) as tmp:
+                        with open(tmp, "wb") as f:
+                            np.save(f, post)
         return np.load(path, mmap_mode="r")
 
-    def students(self, seeds: list[int]) -> dict:
+    def students(self, seeds: list[int], ready: set[str]) -> dict | None:
         """Every arm over every seed, seeds in the outer loop so that a stopped run
-        leaves complete seeds; KD hyper-parameters are tuned first (seed 0)."""
+        leaves complete seeds; KD hyper-parameters are tuned first (seed 0). `ready`:
+        the teachers that have finished; arms of the others wait for a later pass."""
         trains, kds = {}, {}
         for arm, teacher in ARMS.items():
-            trains[arm] = self.splits["train"] if teacher is None else WithTeacher(self.splits["train"], self.posteriors(teacher))
-            kds[arm] = None if teacher is None else self.tune(arm, trains[arm])
-        runs = {arm: [] for arm in ARMS}
+            if teacher is None:
+                trains[arm], kds[arm] = self.splits["train"], None
+            elif teacher in ready and (post := self.attempt(self.posteriors, teacher)) is not None:
+                trains[arm] = WithTeacher(self.splits["train"], post)
+                if (kd := self.tune(arm, trains[arm])) is not None:
+                    kds[arm] = kd
+        if set(kds) != set(ARMS):
+            self.waiting += [f"{arm} (waits for its teacher or tuning)" for arm in ARMS if arm not in kds]
+        runs = {arm: [] for arm in kds}
         for seed in seeds:
-            for arm in ARMS:
-                runs[arm].append(self.student_run(arm, trains[arm], kds[arm], seed, first=seed == seeds[0]))
+            for arm in kds:
+                runs[arm].append(self.attempt(self.student_run, arm, trains[arm], kds[arm], seed, seed == seeds[0]))
+        if self.waiting:
+            return None
         return {arm: summarize(runs[arm], kds[arm]) for arm in ARMS}
 
     def student_run(self, arm: str, train, kd: KDConfig | None, seed: int, first: bool) -> dict:
-        say(f"{arm} seed {seed}: training")
-        res = fit(self.task, "student", self.cfg["models"]["student"], train, self.splits["val"],
-                  self.train_cfg("student"), self.run_dir(arm, seed, kd), kd=kd, seed=seed, progress=self.progress)
-        _, model, _ = load_model(res.checkpoint)
-        test, decoded = diagnostics.evaluate(self.task, model, self.splits["test"])
-        self.histories[f"{arm} seed {seed}"] = res.history
+        label, folder = f"{arm} seed {seed}", self.run_dir(arm, seed, kd)
+        res = self.trained(label, folder, "student", self.cfg["models"]["student"], train, kd=kd, seed=seed)
+        found = self.evaluated(label, folder, res.checkpoint)
+        self.histories[label] = res.history
         if first:
             self.checkpoints[arm] = res.checkpoint
-        say(f"{arm} seed {seed}: test {self.task.metric} {test[self.task.metric]:.4f}")
-        return {"seed": seed, "checkpoint": res.checkpoint, "test": test, "validation": res.best_val,
+        self.announce(label, f"test {self.task.metric} {found['test'][self.task.metric]:.4f}")
+        return {"seed": seed, "checkpoint": res.checkpoint, "test": found["test"], "validation": res.best_val,
                 "epochs": res.epochs, "train_seconds": res.train_seconds,
-                "alignment_accuracy": diagnostics.alignment_accuracy(decoded), "params": res.params}
+                "alignment_accuracy": found["alignment_accuracy"], "params": res.params}
 
     def run_dir(self, arm: str, seed: int, kd: KDConfig | None) -> Path:
         tag = "" if kd is None else f"_{kd.method}_t{kd.tau:g}_w{kd.weight:g}"
         return self.out / "students" / f"{arm}{tag}" / f"seed{seed}"
 
-    def tune(self, arm: str, train) -> KDConfig:
-        """Pick tau and weight on the validation split (seed 0); every KD arm gets the same grid."""
+    def tune(self, arm: str, train) -> KDConfig | None:
+        """Pick tau and weight on the validation split (seed 0); every KD arm gets the same grid.
+        None while trials are held by other processes."""
         grid = [KDConfig(method=self.cfg["kd"]["method"], **point) for point in self.cfg["kd"]["grid"]]
-        if len(grid) > 1:
-            scores = []
-            for kd in grid:
-                say(f"{arm}: tuning {kd}")
-                res = fit(self.task, "student", self.cfg["models"]["student"], train, self.splits["val"],
-                          self.train_cfg("student"), self.run_dir(arm, 0, kd), kd=kd, seed=0, progress=self.progress)
-                scores.append(res.best_val[self.task.metric])
-            pick = int(np.argmax(scores) if self.task.higher_is_better else np.argmin(scores))
-            self.kd_choice[arm] = {"grid": [asdict(k) for k in grid], "validation": scores, "chosen": asdict(grid[pick])}
-            return grid[pick]
-        self.kd_choice[arm] = {"grid": [asdict(grid[0])], "chosen": asdict(grid[0])}
-        return grid[0]
+        if len(grid) == 1:
+            self.kd_choice[arm] = {"grid": [asdict(grid[0])], "chosen": asdict(grid[0])}
+            return grid[0]
+        trials = [self.attempt(self.trained, f"{arm} tuning tau {kd.tau:g} weight {kd.weight:g}", self.run_dir(arm, 0, kd), "student",
+                               self.cfg["models"]["student"], train, kd, 0) for kd in grid]
+        if any(res is None for res in trials):
+            return None
+        scores = [res.best_val[self.task.metric] for res in trials]
+        pick = int(np.argmax(scores) if self.task.higher_is_better else np.argmin(scores))
+        self.kd_choice[arm] = {"grid": [asdict(k) for k in grid], "validation": scores, "chosen": asdict(grid[pick])}
+        return grid[pick]
 
 
 def left_plateau(val: dict | None) -> bool:

@@ -1,9 +1,11 @@
-"""Files are written atomically (temporary file in the same folder, then rename)."""
+"""Files are written atomically (temporary file in the same folder, then rename);
+a unit of work is claimed with a lock file, so that processes can share one output folder."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,3 +44,36 @@ def atomic_write_json(path: str | Path, obj) -> None:
 
 class InputError(Exception):
     """Bad user input: the CLI prints the message on one line and exits non-zero."""
+
+
+class Busy(Exception):
+    """Another process holds the lock (see `claim`)."""
+
+
+@contextmanager
+def claim(lock: str | Path, wait: bool = False):
+    """Hold an exclusive lock on the file `lock` for the block, or raise Busy (wait for it when `wait`).
+
+    An advisory flock: the kernel drops it when the process ends however it ends
+    (a killed run leaves no stale lock), and it holds across machines on a file
+    system with working locks (NFS, Lustre with flock). The file names its holder.
+    """
+    import fcntl  # POSIX only, so imported where it is used
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise Busy(f"{lock.parent} (held by {holder})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{socket.gethostname()} pid {os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

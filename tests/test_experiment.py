@@ -121,3 +121,55 @@ def test_an_oracle_teacher_cannot_be_used_to_recognize(smoke, tmp_path, capsys):
     _, results = smoke
     assert main(["recognize", results["teachers"]["oracle"]["checkpoint"], str(tmp_path / "x.png")]) == 2
     assert "Oracle Teacher" in capsys.readouterr().err
+
+
+def test_a_unit_another_process_holds_is_left_for_later_and_the_rest_goes_on(smoke, tmp_path, monkeypatch):
+    import contextlib
+    import shutil
+
+    from oracle_kd import experiment
+    from oracle_kd.io import claim
+
+    root, _ = smoke
+    out = tmp_path / "out"
+    shutil.copytree(root / "out", out)
+    held, free = out / "students" / "student_ctc" / "seed1", next((out / "students").glob("student_kd_conventional_*")) / "seed1"
+    for run in (held, free):  # two unfinished runs
+        for name in ("result.json", "evaluation.json", "best.safetensors", "last.ckpt"):
+            (run / name).unlink(missing_ok=True)
+    other = contextlib.ExitStack()
+    other.enter_context(claim(held / ".lock"))  # as if another process were training it
+    waits = []
+
+    def wait(seconds):  # while "the other process" holds its run, the free one must already be done
+        waits.append(((free / "result.json").exists(), (held / "result.json").exists()))
+        other.close()
+
+    monkeypatch.setattr(experiment.time, "sleep", wait)
+    results = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False)
+    assert waits == [(True, False)]  # one wait, with the free run trained and the held one not
+    assert (held / "result.json").exists() and len(results["students"]["student_ctc"]["runs"]) == 2
+
+
+def test_a_claim_is_exclusive_names_its_holder_and_dies_with_it(tmp_path):
+    import subprocess
+    import sys
+
+    from oracle_kd.io import Busy, claim
+
+    lock = tmp_path / "unit" / ".lock"
+    with claim(lock):
+        with pytest.raises(Busy, match=r"pid \d+"):
+            with claim(lock):
+                pass
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom oracle_kd.io import claim\n"
+                               f"with claim({str(lock)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(Busy, match=f"pid {holder.pid}"):
+        with claim(lock):
+            pass
+    holder.kill()  # killed, it never released the lock itself: the kernel did
+    holder.wait()
+    with claim(lock):
+        pass
