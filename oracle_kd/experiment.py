@@ -12,6 +12,7 @@ there is none; every one of them writes results.json and report.md at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
@@ -149,15 +150,21 @@ class Runner:
 
     def evaluated(self, label: str, folder: Path, checkpoint: str, copy_test: bool = False) -> dict:
         """Test metrics and alignment accuracy (and the copy test) of a finished run, computed once:
-        kept in evaluation.json beside its result."""
-        path = folder / "evaluation.json"
-        if not path.exists():
+        kept in evaluation.json beside its result, for that result only (a run trained again
+        is evaluated again)."""
+        path, of = folder / "evaluation.json", file_digest(folder / "result.json")
+
+        def current() -> bool:
+            return path.exists() and json.loads(path.read_text()).get("result_sha1") == of
+
+        if not current():
             with claim(folder / ".lock"):
-                if not path.exists():
+                if not current():
                     say(f"{label}: evaluating")
                     task, model, _ = load_model(checkpoint)
                     test, decoded = diagnostics.evaluate(task, model, self.splits["test"])
-                    found = {"test": test, "alignment_accuracy": diagnostics.alignment_accuracy(decoded)}
+                    found = {"result_sha1": of, "test": test,
+                             "alignment_accuracy": diagnostics.alignment_accuracy(decoded)}
                     if copy_test:
                         n = self.cfg["diagnostics"]["copy_test_examples"]
                         found["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"], limit=n)
@@ -253,6 +260,10 @@ class Runner:
         pick = int(np.argmax(scores) if self.task.higher_is_better else np.argmin(scores))
         self.kd_choice[arm] = {"grid": [asdict(k) for k in grid], "validation": scores, "chosen": asdict(grid[pick])}
         return grid[pick]
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
 def left_plateau(val: dict | None) -> bool:

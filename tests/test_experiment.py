@@ -64,6 +64,23 @@ def test_running_again_continues_instead_of_starting_over(smoke):
     assert again["teachers"]["oracle"]["params"] == results["teachers"]["oracle"]["params"]
 
 
+def test_a_run_trained_again_is_evaluated_again(smoke):
+    root, _ = smoke
+    out = root / "out"
+    run = out / "students" / "student_ctc" / "seed0"
+    evaluation = json.loads((run / "evaluation.json").read_text())
+    evaluation["test"]["word_accuracy"] = 7.0  # a stale figure, as if from an earlier training of this run
+    (run / "evaluation.json").write_text(json.dumps(evaluation))
+    kept = run / ".." / "seed1" / "evaluation.json"
+    kept_before = kept.read_text()
+    results = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False)
+    assert results["students"]["student_ctc"]["runs"][0]["test"]["word_accuracy"] == 7.0  # same result: kept
+    (run / "result.json").write_text((run / "result.json").read_text().replace("{", "{ ", 1))  # "trained again"
+    results = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False)
+    assert 0 <= results["students"]["student_ctc"]["runs"][0]["test"]["word_accuracy"] <= 1
+    assert kept.read_text() == kept_before  # the other runs are not evaluated again
+
+
 def test_another_preset_or_override_in_the_same_folder_is_refused(smoke, capsys):
     root, _ = smoke
     common = ["--out", str(root / "out"), "--cache", str(root / "cache"), "--no-progress"]
