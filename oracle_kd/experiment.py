@@ -72,8 +72,11 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
     skips.write(out / "skipped.tsv")
 
     runner = Runner(task, cfg, splits, out, progress)
+    said = None
     while (found := runner.all_units(seeds)) is None:
-        say(f"waiting for {len(runner.waiting)} units that other processes hold: " + "; ".join(runner.waiting))
+        if runner.waiting != said:  # once per change, not every WAIT_SECONDS
+            said = runner.waiting
+            say(f"waiting for units that other processes hold: {'; '.join(said)}")
         time.sleep(WAIT_SECONDS)
     teachers, ablations, students = found
 
