@@ -74,6 +74,8 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
     runner = Runner(task, cfg, splits, out, progress)
     said = None
     while (found := runner.all_units(seeds)) is None:
+        if runner.worked:  # a pass that trained something took long: what it found held may be done by now
+            continue
         if runner.waiting != said:  # once per change, not every WAIT_SECONDS
             said = runner.waiting
             say(f"waiting for units that other processes hold: {'; '.join(said)}")
@@ -119,12 +121,13 @@ class Runner:
         self.checkpoints: dict[str, str] = {}  # model name -> checkpoint, for the report's spike plots
         self.histories: dict[str, list] = {}
         self.waiting: list[str] = []  # units other processes held during the last pass
+        self.worked = False  # whether the last pass trained or evaluated anything itself
         self._announced: set[str] = set()
 
     def all_units(self, seeds: list[int]) -> tuple[dict, dict, dict] | None:
         """One pass over every unit in order: (teachers, ablations, students), or None when
         units that other processes hold (or that need their output) were left for a later pass."""
-        self.waiting = []
+        self.waiting, self.worked = [], False
         teachers = {name: self.attempt(self.teacher, name, name, {}) for name in ("conventional", "oracle")}
         ablations = {name: self.attempt(self.teacher, f"oracle_{name}", "oracle", {name: True})
                      for name in self.cfg["diagnostics"].get("ablations", [])}
@@ -149,6 +152,7 @@ class Runner:
             return fit(*args, kd=kd, seed=seed, progress=self.progress)
         with claim(folder / ".lock"):
             say(f"{label}: training")
+            self.worked = True
             return fit(*args, kd=kd, seed=seed, progress=self.progress)
 
     def evaluated(self, label: str, folder: Path, checkpoint: str, copy_test: bool = False) -> dict:
@@ -164,6 +168,7 @@ class Runner:
             with claim(folder / ".lock"):
                 if not current():
                     say(f"{label}: evaluating")
+                    self.worked = True
                     task, model, _ = load_model(checkpoint)
                     test, decoded = diagnostics.evaluate(task, model, self.splits["test"])
                     found = {"result_sha1": of, "test": test,
@@ -203,6 +208,7 @@ class Runner:
             with claim(path.with_suffix(".lock")):
                 if not path.exists():
                     say(f"posteriors of {teacher} on {len(self.splits['train'])} training examples")
+                    self.worked = True
                     _, model, _ = load_model(self.checkpoints[teacher])
                     post = diagnostics.posteriors(self.task, model, self.splits["train"])
                     with atomic_path(path) as tmp:
