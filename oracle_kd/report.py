@@ -102,7 +102,8 @@ def write_report(task, results: dict, runner, out: Path) -> Path:
 
 Data: {results['data']['train']} train / {results['data']['val']} validation / {results['data']['test']} test examples
 ({results['data']['skipped']} skipped). Environment: torch {results['environment']['torch']},
-{results['environment']['threads']} CPU threads. Whole run: {results['wall_seconds']:.0f} s.
+{results['environment']['threads']} CPU threads. This process: {results['wall_seconds']:.0f} s (a resumed or shared
+run counts only its own part; each model's own times are below).
 
 ## Students (test split)
 {summary_table(results)}
@@ -131,12 +132,17 @@ Each panel: the input with the label each model emits at its spike frames.
 
 def plot_curves(histories: dict[str, list], metric: str, path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    # one colour per model or arm, one line style per seed ("student_ctc seed 1")
+    groups = list(dict.fromkeys(name.partition(" seed ")[0] for name in histories))
+    styles = ["-", "--", ":", "-."]
     for name, history in histories.items():
         if not history:
             continue
-        epochs = [h["epoch"] for h in history]
-        axes[0].plot(epochs, [h[f"val_{metric}"] for h in history], marker="o", ms=3, label=name)
-        axes[1].plot([h["seconds"] for h in history], [h[f"val_{metric}"] for h in history], marker="o", ms=3, label=name)
+        group, _, seed = name.partition(" seed ")
+        look = dict(color=plt.cm.tab10(groups.index(group) % 10), linestyle=styles[int(seed or 0) % len(styles)],
+                    marker="o", ms=3, label=name)
+        axes[0].plot([h["epoch"] for h in history], [h[f"val_{metric}"] for h in history], **look)
+        axes[1].plot([h["seconds"] for h in history], [h[f"val_{metric}"] for h in history], **look)
     axes[0].set_xlabel("epoch")
     axes[1].set_xlabel("wall seconds")
     for ax in axes:
