@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+PRESET_HELP = "smoke, quick or full (default quick); a task may have more (speech: large), see oracle_kd/presets/"
+
+
 def add_overrides(parser, more: str = "") -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help=f"override a preset value, e.g. models.oracle.target_context=5 (repeatable{more})")
@@ -48,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("experiment", help="the main job: data, both teachers, all student arms, diagnostics, report")
     e.add_argument("--task", required=True, choices=TASK_NAMES)
-    e.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    e.add_argument("--preset", default="quick", help=PRESET_HELP)
     e.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
     e.add_argument("--out", default=None, help="output folder (default: runs/<task>-<preset>)")
     e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
@@ -60,13 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="generate the default data set of a task")
     d.add_argument("task", choices=TASK_NAMES)
     d.add_argument("--out", default=None, help="cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
-    d.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    d.add_argument("--preset", default="quick", help=PRESET_HELP)
     d.set_defaults(run=cmd_data)
 
     t = sub.add_parser("train", help="one training run")
     t.add_argument("task", choices=TASK_NAMES)
     t.add_argument("--model", required=True, choices=["student", "conventional", "oracle"])
-    t.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    t.add_argument("--preset", default="quick", help=PRESET_HELP)
     t.add_argument("--train-data", default=None, help="user training data (default: the preset's generated data)")
     t.add_argument("--val-data", default=None, help="user validation data (required with --train-data)")
     t.add_argument("--teacher", default=None, help="teacher checkpoint to distil from")
@@ -111,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="performance benchmarks, written to a JSON file")
     b.add_argument("--task", default="scene-text", choices=TASK_NAMES)
-    b.add_argument("--preset", default="quick", choices=["smoke", "quick", "full"])
+    b.add_argument("--preset", default="quick", help=PRESET_HELP)
     b.add_argument("--repeats", type=int, default=7)
     b.add_argument("--out", default="bench.json")
     b.set_defaults(run=cmd_bench)

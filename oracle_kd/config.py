@@ -11,7 +11,6 @@ import yaml
 
 from oracle_kd.io import InputError
 
-PRESETS = ("smoke", "quick", "full")
 NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 

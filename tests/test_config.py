@@ -25,3 +25,11 @@ def test_overrides_set_nested_values_as_yaml_and_leave_the_preset_alone():
 def test_bad_overrides_are_named(bad, says):
     with pytest.raises(InputError, match=says):
         apply_overrides(load_preset("speech", "quick"), [bad])
+
+
+def test_a_preset_one_task_has_is_refused_for_another_with_the_choices_named(capsys):
+    from oracle_kd.cli import main
+
+    assert load_preset("speech", "large")["data"]["n_train"] > load_preset("speech", "full")["data"]["n_train"]
+    assert main(["data", "scene-text", "--preset", "large", "--out", "unused"]) == 2
+    assert "unknown preset 'large' for task scene-text: choose from smoke, quick, full" in capsys.readouterr().err

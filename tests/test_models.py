@@ -117,8 +117,8 @@ def test_copy_test_detects_a_teacher_that_copies_through_target_positions(task):
     assert abs(copying["mismatched_loss"] - copying["matched_loss"]) < 0.05  # and ignores the source
 
 
-@pytest.mark.parametrize("task_name", ["scene-text", "speech"])
-@pytest.mark.parametrize("preset", ["quick", "full"])
+@pytest.mark.parametrize("task_name, preset", [("scene-text", "quick"), ("scene-text", "full"),
+                                               ("speech", "quick"), ("speech", "full"), ("speech", "large")])
 def test_preset_conventional_teacher_is_at_least_four_times_the_student(task_name, preset):
     from oracle_kd.config import load_preset
 
