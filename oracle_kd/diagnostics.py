@@ -15,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from oracle_kd.data import clean
 from oracle_kd.decoding import Hypothesis, greedy_decode
-from oracle_kd.vocab import ctc_min_frames
+from oracle_kd.vocab import BLANK, ctc_min_frames
 
 
 @dataclass
@@ -73,6 +73,26 @@ def posteriors(task, model, dataset: Dataset, batch_size: int = 128) -> np.ndarr
         out[row : row + len(c), : c.shape[1]] = c
         row += len(c)
     return out
+
+
+def posterior_summary(log_probs: np.ndarray, chunk: int = 256) -> dict:
+    """What a teacher's frame posteriors (examples, frames, classes) hand a student: the
+    fraction of frames whose argmax is the blank, the mean top probability and the mean
+    entropy (nats) at temperature 1. Padding rows (all zeros, see `posteriors`) are left out."""
+    frames = blank = 0
+    top = entropy = 0.0
+    for start in range(0, len(log_probs), chunk):
+        lp = np.asarray(log_probs[start : start + chunk], dtype=np.float32)
+        lp = lp[(lp != 0).any(-1)]  # a real log-softmax row is never all zeros
+        p = np.exp(lp)
+        frames += len(lp)
+        blank += int((lp.argmax(-1) == BLANK).sum())
+        top += float(p.max(-1).sum())
+        entropy += float(-(p * lp).sum())
+    if not frames:
+        return {"frames": 0, "blank_fraction": None, "mean_top_probability": None, "mean_entropy": None}
+    return {"frames": frames, "blank_fraction": blank / frames, "mean_top_probability": top / frames,
+            "mean_entropy": entropy / frames}
 
 
 def alignment_accuracy(decoded: Decoded) -> float | None:

@@ -81,6 +81,8 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
             say(f"waiting for units that other processes hold: {'; '.join(said)}")
         time.sleep(WAIT_SECONDS)
     teachers, ablations, students = found
+    for name, stats in runner.posterior_stats.items():  # what each teacher hands its students
+        teachers[name]["posteriors"] = stats
 
     results = {
         "task": task_name, "preset": preset, "overrides": list(overrides or []), "seeds": seeds, "metric": task.metric,
@@ -120,6 +122,7 @@ class Runner:
         self.kd_choice: dict = {}
         self.checkpoints: dict[str, str] = {}  # model name -> checkpoint, for the report's spike plots
         self.histories: dict[str, list] = {}
+        self.posterior_stats: dict[str, dict] = {}  # teacher -> diagnostics.posterior_summary of its posteriors
         self.waiting: list[str] = []  # units other processes held during the last pass
         self.worked = False  # whether the last pass trained or evaluated anything itself
         self._announced: set[str] = set()
@@ -214,7 +217,10 @@ class Runner:
                     with atomic_path(path) as tmp:
                         with open(tmp, "wb") as f:
                             np.save(f, post)
-        return np.load(path, mmap_mode="r")
+        post = np.load(path, mmap_mode="r")
+        if teacher not in self.posterior_stats:  # once per process: every pass loads them again
+            self.posterior_stats[teacher] = diagnostics.posterior_summary(post)
+        return post
 
     def students(self, seeds: list[int], ready: set[str]) -> dict | None:
         """Every arm over every seed, seeds in the outer loop so that a stopped run

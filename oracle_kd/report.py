@@ -71,6 +71,18 @@ def teacher_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def posterior_lines(teachers: dict) -> str:
+    """The teachers' frame posteriors on the training set, as the students receive them."""
+    lines = []
+    for name, t in teachers.items():
+        p = t.get("posteriors")
+        if p and p["frames"]:
+            lines.append(f"- {name}: blank is the top label on {p['blank_fraction']:.1%} of {p['frames']:,} training "
+                         f"frames; mean top probability {p['mean_top_probability']:.3f}, mean entropy "
+                         f"{p['mean_entropy']:.3f} nats (temperature 1)")
+    return "Teacher posteriors on the training set (what the KD students are taught):\n" + "\n".join(lines) if lines else ""
+
+
 def time_to_best(teachers: dict) -> str:
     oracle, conv = teachers["oracle"], teachers["conventional"]
     stuck = [name for name, t in (("Oracle", oracle), ("conventional", conv)) if not t.get("converged", True)]
@@ -116,6 +128,8 @@ run counts only its own part; each model's own times are below).
 {time_to_best(results["teachers"])} The Oracle Teacher's test figures are
 computed with the reference labels as input (it is an oracle), so they measure
 alignment, not recognition.
+
+{posterior_lines(results["teachers"])}
 
 ## Learning curves
 ![learning curves]({curves.relative_to(out)})

@@ -32,6 +32,9 @@ def test_smoke_results_follow_the_contract(smoke):
         t = on_disk["teachers"][name]
         assert t["params"] > 0 and t["train_seconds"] > 0 and t["epochs"] >= 1
         assert set(t["test"]) >= {"word_accuracy", "cer"} and 0 <= t["alignment_accuracy"] <= 1
+    for name in ("conventional", "oracle"):  # the posteriors the KD arms were taught with, one row per training frame
+        post = on_disk["teachers"][name]["posteriors"]
+        assert post["frames"] > on_disk["data"]["train"] and 0 <= post["blank_fraction"] <= 1
     copy = on_disk["teachers"]["oracle"]["copy_test"]
     assert copy["pairs"] > 0 and np.isfinite(copy["matched_loss"]) and np.isfinite(copy["mismatched_loss"])
     for arm, s in on_disk["students"].items():
