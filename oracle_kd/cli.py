@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("evaluate", help="metrics of a checkpoint on a data path; prints JSON")
     v.add_argument("checkpoint")
-    v.add_argument("--data", required=True, help="labels.tsv folder or LMDB (scene-text)")
+    v.add_argument("--data", required=True, help="scene text: a labels.tsv folder or an LMDB; speech: a JSON-lines manifest or a LibriSpeech-layout folder")
     v.add_argument("--json-out", default=None)
     v.add_argument("--batch-size", type=int, default=128)
     v.set_defaults(run=cmd_evaluate)
@@ -163,11 +163,13 @@ def cmd_evaluate(args) -> int:
 
     task, model, _ = load_model(args.checkpoint)
     skips = SkipLog()
-    dataset = task.dataset(Path(args.data), None, skips)
+    beside = Path(args.json_out).parent if args.json_out else Path(".")
+    try:
+        dataset = task.dataset(Path(args.data), None, skips)
+    finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
+        skips.write(beside / "skipped.tsv")
     metrics, _ = diagnostics.evaluate(task, model, dataset, args.batch_size)
     metrics["skipped"] = len(skips)
-    beside = Path(args.json_out).parent if args.json_out else Path(".")
-    skips.write(beside / "skipped.tsv")
     if args.json_out:
         atomic_write_json(args.json_out, metrics)
     print(json.dumps(metrics))

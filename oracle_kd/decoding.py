@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -46,12 +47,17 @@ class BeamSearch:
         from oracle_kd.io import InputError
 
         if lm_path is not None:
+            if not Path(lm_path).is_file():
+                raise InputError(f"{lm_path}: language model file not found")
             try:
                 import kenlm  # noqa: F401
             except ImportError:
                 raise InputError("an n-gram LM needs the kenlm package: pip install -e '.[lm]'") from None
         self.beam_width = beam_width
-        self.decoder = build_ctcdecoder([""] + list(labels), kenlm_model_path=lm_path, alpha=alpha, beta=beta)
+        try:
+            self.decoder = build_ctcdecoder([""] + list(labels), kenlm_model_path=lm_path, alpha=alpha, beta=beta)
+        except (OSError, RuntimeError, ValueError) as err:  # kenlm's reader raises OSError on a bad file
+            raise InputError(f"{lm_path}: not a readable ARPA or KenLM binary file ({err})") from None
 
     def __call__(self, log_probs: torch.Tensor, frame_lengths: torch.Tensor) -> list[str]:
         out = []

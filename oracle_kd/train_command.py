@@ -23,15 +23,17 @@ def train_one(args) -> dict:
     cfg = apply_overrides(load_preset(args.task, args.preset), args.overrides)
     out = Path(args.out)
     skips = SkipLog()
-    if args.train_data:
-        if not args.val_data:
-            raise InputError("--train-data needs --val-data (early stopping and model selection use it)")
-        train = task.dataset(Path(args.train_data), None, skips, train=True)
-        val = task.dataset(Path(args.val_data), None, skips)
-    else:
-        folder = task.prepare_data(cfg["data"], default_cache())
-        train, val = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
-    skips.write(out / "skipped.tsv")
+    if args.train_data and not args.val_data:
+        raise InputError("--train-data needs --val-data (early stopping and model selection use it)")
+    try:
+        if args.train_data:
+            train = task.dataset(Path(args.train_data), None, skips, train=True)
+            val = task.dataset(Path(args.val_data), None, skips)
+        else:
+            folder = task.prepare_data(cfg["data"], default_cache())
+            train, val = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
+    finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
+        skips.write(out / "skipped.tsv")
 
     kd = None
     if args.teacher:

@@ -117,8 +117,8 @@ def test_copy_test_detects_a_teacher_that_copies_through_target_positions(task):
     assert abs(copying["mismatched_loss"] - copying["matched_loss"]) < 0.05  # and ignores the source
 
 
-@pytest.mark.parametrize("task_name, preset", [("scene-text", "quick"), ("scene-text", "full"),
-                                               ("speech", "quick"), ("speech", "full"), ("speech", "large")])
+@pytest.mark.parametrize("task_name, preset", [(t, p) for t in ("scene-text", "speech") for p in ("smoke", "quick", "full")]
+                         + [("speech", "large")])
 def test_preset_conventional_teacher_is_at_least_four_times_the_student(task_name, preset):
     from oracle_kd.config import load_preset
 
@@ -126,3 +126,21 @@ def test_preset_conventional_teacher_is_at_least_four_times_the_student(task_nam
     cfg = load_preset(task_name, preset)["models"]
     size = {k: sum(p.numel() for p in task.build_model(k, cfg[k]).parameters()) for k in ("student", "conventional")}
     assert size["conventional"] >= 4 * size["student"], size
+
+
+@pytest.mark.parametrize("kind", ["student", "conventional", "oracle"])
+def test_speech_models_emit_the_frames_the_task_counts(kind):
+    """One distribution per 20 ms frame, and exactly the frame count the CTC length check uses."""
+    from oracle_kd.config import load_preset
+
+    speech = get_task("speech")
+    samples = [1, 159, 160, 321, 16000]
+    rng = torch.Generator().manual_seed(0)
+    examples = [{"audio": (0.1 * torch.randn(n, generator=rng)).numpy(), "text": "ab c"} for n in samples]
+    batch = speech.collate(examples)
+    model = speech.build_model(kind, load_preset("speech", "smoke")["models"][kind]).eval()
+    log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+    expected = [speech.frame_count(n, {}) for n in samples]
+    assert frame_lengths.tolist() == expected and expected[-1] == 50 + 1  # 1 s: 50 frames, and one for the edge
+    assert log_probs.shape == (len(samples), max(expected), speech.vocab.num_classes)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(len(samples), max(expected)), atol=1e-5)

@@ -1,6 +1,7 @@
 """The speech smoke experiment end to end, on the same core as scene text, and its commands."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -47,11 +48,13 @@ def test_evaluate_and_transcribe_a_manifest(smoke, tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     soundfile.write(tmp_path / "a.wav", np.asarray(audios[0]), 16000)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVE")
-    assert main(["transcribe", ckpt, "a.wav", "bad.wav", "--beam", "4"]) == 0
+    (tmp_path / "folder.wav").mkdir()
+    assert main(["transcribe", ckpt, "a.wav", "bad.wav", "folder.wav", "--beam", "4"]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("a.wav\t") and len(captured.out.splitlines()) == 1
     assert "real-time factor" in captured.err
-    assert "bad.wav" in (tmp_path / "skipped.tsv").read_text()
+    skipped = (tmp_path / "skipped.tsv").read_text()
+    assert "bad.wav" in skipped and "folder.wav\ta folder, not an audio file" in skipped
 
 
 def test_speech_student_exports_with_its_front_end(smoke, tmp_path):
@@ -70,3 +73,31 @@ def test_speech_student_exports_with_its_front_end(smoke, tmp_path):
     session = onnxruntime.InferenceSession(str(tmp_path / "s.onnx"))
     got = session.run(["log_probs"], {"sources": audio.numpy(), "source_lengths": lengths.numpy()})[0]
     assert np.allclose(got, expected, atol=1e-3)
+
+
+def test_a_manifest_rejected_whole_still_lists_every_skip(smoke, tmp_path, monkeypatch, capsys):
+    _, results = smoke
+    lines = [json.dumps({"audio_filepath": f"missing{i}.wav", "duration": 1.0, "text": "hello"}) for i in range(25)]
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    monkeypatch.chdir(tmp_path)
+    ckpt = results["students"]["student_ctc"]["checkpoints"][0]
+    assert main(["evaluate", ckpt, "--data", "m.jsonl"]) == 2
+    assert "no usable utterances" in capsys.readouterr().err
+    rows = (tmp_path / "skipped.tsv").read_text().splitlines()[1:]
+    assert len(rows) == 25 and all("missing" in r for r in rows)  # beyond the 20 the terminal shows
+
+
+def test_a_missing_language_model_is_named(smoke, tmp_path, capsys):
+    _, results = smoke
+    ckpt = results["students"]["student_ctc"]["checkpoints"][0]
+    assert main(["transcribe", ckpt, str(tmp_path / "a.wav"), "--beam", "4", "--lm", "nowhere.arpa"]) == 2
+    assert "nowhere.arpa: language model file not found" in capsys.readouterr().err
+
+
+def test_an_unreadable_language_model_is_named(smoke, tmp_path, capsys):
+    pytest.importorskip("kenlm")  # the optional [lm] extra; without it --lm says to install it
+    _, results = smoke
+    (tmp_path / "lm.arpa").write_text("not an arpa file\n")
+    ckpt = results["students"]["student_ctc"]["checkpoints"][0]
+    assert main(["transcribe", ckpt, str(tmp_path / "a.wav"), "--beam", "4", "--lm", str(tmp_path / "lm.arpa")]) == 2
+    assert "lm.arpa: not a readable ARPA or KenLM binary file" in capsys.readouterr().err

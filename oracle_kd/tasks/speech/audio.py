@@ -31,10 +31,12 @@ def load_audio(path: str | Path) -> np.ndarray:
     """A WAV/FLAC (anything libsndfile reads) file -> float32 mono samples at SAMPLE_RATE.
 
     Channels are averaged; other sample rates are resampled with soxr. Raises
-    FileNotFoundError for a missing file and ValueError, with the reason, for a
+    FileNotFoundError for a missing file, IsADirectoryError for a folder, and ValueError, with the reason, for a
     file that is empty, unreadable, truncated or holds no samples.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"a folder, not an audio file: {path}")
     if not path.is_file():
         raise FileNotFoundError(f"audio file not found: {path}")
     if path.stat().st_size == 0:
