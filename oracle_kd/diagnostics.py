@@ -58,14 +58,15 @@ def evaluate(task, model, dataset: Dataset, batch_size: int = 128) -> tuple[dict
 @torch.inference_mode()
 def posteriors(task, model, dataset: Dataset, batch_size: int = 128) -> np.ndarray:
     """(examples, frames, classes) float16 frame log-probabilities of a frozen teacher on
-    clean (un-augmented) sources, padded to the longest frame count; the teacher
-    sees the labels if it can."""
+    clean (un-augmented) sources, padded with zeros to the longest frame count; the
+    teacher sees the labels if it can."""
     model.eval()
     chunks = []
     with clean(dataset):
         for batch in loader(task, dataset, batch_size):
-            log_probs, _ = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
-            chunks.append(log_probs.half().numpy())
+            log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+            padding = torch.arange(log_probs.shape[1]) >= frame_lengths[:, None]
+            chunks.append(log_probs.masked_fill(padding[..., None], 0.0).half().numpy())  # padding: all zeros
     frames = max(c.shape[1] for c in chunks)
     out = np.zeros((sum(len(c) for c in chunks), frames, chunks[0].shape[2]), dtype=np.float16)
     row = 0
@@ -75,15 +76,19 @@ def posteriors(task, model, dataset: Dataset, batch_size: int = 128) -> np.ndarr
     return out
 
 
-def posterior_summary(log_probs: np.ndarray, chunk: int = 256) -> dict:
+def posterior_summary(log_probs: np.ndarray, frame_lengths: np.ndarray | None = None, chunk: int = 256) -> dict:
     """What a teacher's frame posteriors (examples, frames, classes) hand a student: the
     fraction of frames whose argmax is the blank, the mean top probability and the mean
-    entropy (nats) at temperature 1. Padding rows (all zeros, see `posteriors`) are left out."""
+    entropy (nats) at temperature 1, over each example's first `frame_lengths` frames
+    (without them: over every row that is not padding, all zeros, see `posteriors`)."""
     frames = blank = 0
     top = entropy = 0.0
     for start in range(0, len(log_probs), chunk):
         lp = np.asarray(log_probs[start : start + chunk], dtype=np.float32)
-        lp = lp[(lp != 0).any(-1)]  # a real log-softmax row is never all zeros
+        if frame_lengths is None:
+            lp = lp[(lp != 0).any(-1)]  # a real log-softmax row is never all zeros
+        else:
+            lp = lp[np.arange(lp.shape[1]) < np.asarray(frame_lengths[start : start + chunk])[:, None]]
         p = np.exp(lp)
         frames += len(lp)
         blank += int((lp.argmax(-1) == BLANK).sum())

@@ -27,7 +27,7 @@ import torch
 from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
 from oracle_kd.config import apply_overrides, from_dict, load_preset
-from oracle_kd.data import WithTeacher
+from oracle_kd.data import WithTeacher, source_lengths
 from oracle_kd.io import Busy, InputError, atomic_path, atomic_write_json, claim
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
@@ -219,7 +219,9 @@ class Runner:
                             np.save(f, post)
         post = np.load(path, mmap_mode="r")
         if teacher not in self.posterior_stats:  # once per process: every pass loads them again
-            self.posterior_stats[teacher] = diagnostics.posterior_summary(post)
+            samples = source_lengths(self.splits["train"])  # None: fixed-size sources, every frame is real
+            frames = None if samples is None else [self.task.frame_count(int(n), {}) for n in samples]
+            self.posterior_stats[teacher] = diagnostics.posterior_summary(post, frames)
         return post
 
     def students(self, seeds: list[int], ready: set[str]) -> dict | None:

@@ -23,3 +23,11 @@ def test_posterior_summary_counts_real_frames_only():
 
 def test_posterior_summary_of_nothing_says_so():
     assert posterior_summary(np.zeros((2, 4, 3), np.float16))["blank_fraction"] is None
+
+
+def test_posterior_summary_with_frame_lengths_leaves_out_what_follows_them():
+    sure_blank, sure_a = np.log([1.0 - 1e-6, 1e-6]), np.log([1e-6, 1.0 - 1e-6])
+    log_probs = np.stack([np.stack([sure_a, sure_blank, sure_blank]),
+                          np.stack([sure_a, sure_a, sure_blank])]).astype(np.float16)
+    got = posterior_summary(log_probs, frame_lengths=np.array([1, 2]))  # only the sure_a frames are real
+    assert got["frames"] == 3 and got["blank_fraction"] == 0.0
