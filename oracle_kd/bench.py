@@ -75,12 +75,13 @@ def run_bench(task_name: str, preset: str, repeats: int, out: str, batch_size: i
 
 def typical_batch(task, batch_size: int):
     """A collated batch of the task's example inputs with labels of typical length
-    (3-8 symbols drawn from the label set), the same on every call."""
+    (the text of 3-8 label ids drawn from the task's tokenizer), the same on every call."""
     examples = task.example_inputs(batch_size)
     rng = torch.Generator().manual_seed(0)
+    tokenizer = task.tokenizer
     for e in examples:
         length = int(torch.randint(3, 9, (1,), generator=rng))
-        e["text"] = "".join(task.vocab.chars[int(k)] for k in torch.randint(0, len(task.vocab.chars), (length,), generator=rng))
+        e["text"] = tokenizer.decode(torch.randint(1, tokenizer.num_classes, (length,), generator=rng).tolist())
     return task.collate(examples)
 
 

@@ -64,8 +64,8 @@ def _read_torch_file(path: Path):
     raise InputError(f"{path}: not an oracle-kd checkpoint (expected safetensors, or a dict with state_dict and meta)")
 
 
-def load_model(path: str | Path):
-    """(task, model in eval mode, meta) from a checkpoint written by `save_model`."""
+def load_model(path: str | Path, device: str | torch.device = "cpu"):
+    """(task, model in eval mode on `device`, meta) from a checkpoint written by `save_model`."""
     from oracle_kd.tasks import get_task
 
     state, meta = read_checkpoint(path)
@@ -75,4 +75,4 @@ def load_model(path: str | Path):
         model.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not match the model they claim to be ({str(e).splitlines()[0]})") from None
-    return task, model.eval(), meta
+    return task, model.eval().to(device), meta

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from oracle_kd.config import KD_METHODS, KDTerm
 from oracle_kd.io import InputError
 
 from oracle_kd.tasks import TASKS
@@ -45,6 +46,23 @@ def add_overrides(parser, more: str = "") -> None:
                         help=f"override a preset value, e.g. models.oracle.target_context=5 (repeatable{more})")
 
 
+def add_engine(parser) -> None:
+    """Where and how to train: Lightning's accelerator, devices, precision, loader workers."""
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
+    parser.add_argument("--devices", type=int, default=1, help="processes per node (>1: DDP)")
+    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "32", "bf16-mixed", "16-mixed"])
+    parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data loader worker processes")
+
+
+def engine_of(args) -> dict:
+    from oracle_kd.train_command import engine
+    from oracle_kd.config import TrainConfig
+
+    cfg = engine(TrainConfig(), args)
+    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "precision", "num_workers")}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="oracle-kd", description=__doc__)
     sub = p.add_subparsers(title="commands")
@@ -57,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
     e.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     e.add_argument("--no-progress", action="store_true")
-    add_overrides(e, "; part of the experiment's identity in OUT/experiment.json")
+    add_overrides(e, "; a run folder holding another setting is refused by name, the others are reused")
+    add_engine(e)
     e.set_defaults(run=cmd_experiment)
 
     d = sub.add_parser("data", help="generate the default data set of a task")
@@ -72,15 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default="quick", help=PRESET_HELP)
     t.add_argument("--train-data", default=None, help="user training data (default: the preset's generated data)")
     t.add_argument("--val-data", default=None, help="user validation data (required with --train-data)")
-    t.add_argument("--teacher", default=None, help="teacher checkpoint to distil from")
-    t.add_argument("--kd", default="frame", choices=["frame", "guided"])
-    t.add_argument("--tau", type=float, default=2.0)
-    t.add_argument("--kd-weight", type=float, default=1.0)
+    t.add_argument("--teacher", action="append", default=[], metavar="CKPT",
+                   help="teacher checkpoint to distil from (repeatable: several teachers, one --kd each)")
+    t.add_argument("--kd", action="append", default=[], choices=KD_METHODS,
+                   help=f"KD method (default {KDTerm.method}; repeatable, one per --teacher)")
+    t.add_argument("--tau", type=float, default=KDTerm.tau, help=f"KD temperature (default {KDTerm.tau:g})")
+    t.add_argument("--kd-weight", type=float, default=KDTerm.weight, help=f"weight of each KD term (default {KDTerm.weight:g})")
+    t.add_argument("--top-k", type=int, default=None, help="store only the k best labels per teacher frame (large vocabularies)")
+    t.add_argument("--teacher-store", default=None, help="folder of stored teacher outputs (default OUT/teacher_outputs)")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--devices", type=int, default=1, help="processes per node (>1: DDP)")
-    t.add_argument("--num-nodes", type=int, default=1)
+    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
     t.add_argument("--out", required=True)
     add_overrides(t)
+    add_engine(t)
     t.set_defaults(run=cmd_train)
 
     v = sub.add_parser("evaluate", help="metrics of a checkpoint on a data path; prints JSON")
@@ -128,7 +151,7 @@ def cmd_experiment(args) -> int:
     out = args.out or f"runs/{args.task}-{args.preset}"
     results = run_experiment(args.task, args.preset, args.seeds, out,
                              cache=Path(args.cache) if args.cache else None, progress=not args.no_progress,
-                             threads=args.threads, overrides=args.overrides)
+                             threads=args.threads, overrides=args.overrides, engine=engine_of(args))
     print(summary_table(results))
     return 0
 
@@ -149,6 +172,10 @@ def cmd_train(args) -> int:
 
     from oracle_kd.train_command import train_one
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = train_one(args)
     if rank_zero_only.rank == 0:  # under DDP every process returns here; one prints
         print(json.dumps(result, indent=2))
@@ -161,11 +188,11 @@ def cmd_evaluate(args) -> int:
     from oracle_kd.io import atomic_write_json
     from oracle_kd.skips import SkipLog
 
-    task, model, _ = load_model(args.checkpoint)
+    task, model, meta = load_model(args.checkpoint)
     skips = SkipLog()
     beside = Path(args.json_out).parent if args.json_out else Path(".")
-    try:
-        dataset = task.dataset(Path(args.data), None, skips)
+    try:  # the checkpoint's own config sets the frame count examples are checked against
+        dataset = task.dataset(Path(args.data), None, skips, model_cfg=meta.get("config", {}))
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
         skips.write(beside / "skipped.tsv")
     metrics, _ = diagnostics.evaluate(task, model, dataset, args.batch_size)
@@ -177,19 +204,16 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_recognize(args) -> int:
-    from oracle_kd.checkpoint import load_model
-    from oracle_kd.inference import recognize
-    from oracle_kd.skips import SkipLog
-
-    task, model, _ = load_model(args.checkpoint)
-    skips = SkipLog()
-    for source, text in recognize(task, model, args.images, skips):
-        print(f"{source}\t{text}")
-    skips.write(args.skipped)
-    return 1 if len(skips) and len(skips) == len(args.images) else 0
+    return run_inference(args, "recognize", args.images)
 
 
 def cmd_transcribe(args) -> int:
+    return run_inference(args, "transcribe", args.audio)
+
+
+def run_inference(args, command: str, inputs: list[str]) -> int:
+    """`command` (recognize, transcribe) on `inputs`: path<TAB>text per readable input on
+    stdout; the real-time factor on stderr when the task can tell an input's duration."""
     import time
 
     from oracle_kd.checkpoint import load_model
@@ -198,22 +222,25 @@ def cmd_transcribe(args) -> int:
     from oracle_kd.skips import SkipLog
 
     task, model, _ = load_model(args.checkpoint)
-    if task.name != "speech":
-        raise InputError(f"{args.checkpoint} is a {task.name} model; transcribe reads speech models")
+    if task.inference_command != command:
+        raise InputError(f"{args.checkpoint} is a {task.name} model: use `oracle-kd {task.inference_command}`, "
+                         f"not {command}")
     decoder = None
-    if args.beam or args.lm:
-        decoder = BeamSearch(task.vocab.chars, beam_width=args.beam or 32, lm_path=args.lm, alpha=args.alpha, beta=args.beta)
+    if getattr(args, "beam", 0) or getattr(args, "lm", None):
+        decoder = BeamSearch(task.tokenizer.labels, beam_width=args.beam or 32, lm_path=args.lm, alpha=args.alpha,
+                             beta=args.beta)
+    duration = getattr(task, "duration_seconds", None)  # optional in the task interface
     skips = SkipLog()
-    start, audio_seconds = time.perf_counter(), 0.0
-    for source, text, example in recognize(task, model, args.audio, skips, decoder=decoder, with_examples=True):
-        audio_seconds += task.seconds(example)
+    start, seconds = time.perf_counter(), 0.0
+    for source, text, example in recognize(task, model, inputs, skips, decoder=decoder, with_examples=True):
+        seconds += duration(example) if duration else 0.0
         print(f"{source}\t{text}")
     elapsed = time.perf_counter() - start
-    if audio_seconds:
-        print(f"real-time factor {elapsed / audio_seconds:.4f} ({audio_seconds:.1f} s of audio in {elapsed:.2f} s)",
+    if seconds:
+        print(f"real-time factor {elapsed / seconds:.4f} ({seconds:.1f} s of input in {elapsed:.2f} s)",
               file=sys.stderr)
     skips.write(args.skipped)
-    return 1 if len(skips) and len(skips) == len(args.audio) else 0
+    return 1 if len(skips) and len(skips) == len(inputs) else 0
 
 
 def cmd_export(args) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -19,7 +21,16 @@ class Batch:
     texts: list[str]  # reference label strings
     indices: torch.Tensor  # (batch,) position of each example in its data set
     spans: torch.Tensor | None = None  # (batch, max_target_length, 2) label spans in frame units, NaN unknown
-    teacher_log_probs: torch.Tensor | None = None  # (batch, frames, classes) precomputed, for KD
+    teacher_log_probs: dict[str, torch.Tensor] | None = None  # teacher -> (batch, frames, classes), for KD
+    teacher_frames: dict[str, torch.Tensor] | None = None  # teacher -> (batch,) its frame count per example
+
+    def to(self, device) -> "Batch":
+        """The batch's tensors on `device` (texts and indices stay where they are)."""
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return Batch(move(self.sources), move(self.source_lengths), move(self.targets), move(self.target_lengths),
+                     self.texts, self.indices, move(self.spans),
+                     None if self.teacher_log_probs is None else {k: move(v) for k, v in self.teacher_log_probs.items()},
+                     None if self.teacher_frames is None else {k: move(v) for k, v in self.teacher_frames.items()})
 
 
 def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,16 +41,17 @@ def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]
     return targets, lengths
 
 
-class WithTeacher(Dataset):
-    """A data set whose examples also carry the frozen teacher's frame log-probabilities.
+class WithTeachers(Dataset):
+    """A data set whose examples also carry frozen teachers' frame log-probabilities.
 
-    `log_probs` is (examples, frames, classes), float16 on disk (np.memmap),
-    computed once per teacher on the un-augmented training sources.
-    """
+    `outputs` maps a teacher's name to its `store.TeacherOutputs` on this data set
+    (computed once, on un-augmented sources, read memory-mapped)."""
 
-    def __init__(self, base: Dataset, log_probs: np.ndarray):
-        assert len(base) == len(log_probs), (len(base), len(log_probs))
-        self.base, self.log_probs = base, log_probs
+    def __init__(self, base: Dataset, outputs: dict):
+        for name, out in outputs.items():
+            if len(out) != len(base):
+                raise ValueError(f"teacher {name}: outputs for {len(out)} examples, the data set has {len(base)}")
+        self.base, self.outputs = base, outputs
 
     def __len__(self):
         return len(self.base)
@@ -47,16 +59,50 @@ class WithTeacher(Dataset):
     def source_lengths(self):
         return source_lengths(self.base)
 
+    def identity(self) -> str:
+        return dataset_identity(self.base)
+
     def __getitem__(self, i):
         example = self.base[i]
-        example["teacher_log_probs"] = torch.from_numpy(np.asarray(self.log_probs[i], dtype=np.float32))
+        example["teachers"] = {name: out[i] for name, out in self.outputs.items()}  # (log_probs, frames)
         return example
 
 
-def add_teacher(batch: Batch, examples: list[dict]) -> Batch:
-    if "teacher_log_probs" in examples[0]:
-        batch.teacher_log_probs = torch.stack([e["teacher_log_probs"] for e in examples])
-    return batch
+def with_teachers(collate):
+    """The task's collate, plus the teachers' outputs the examples carry (the core attaches
+    them; a task's collate knows nothing of teachers). Each teacher's log-probs are padded
+    to the longest frame count of the batch."""
+
+    def collate_fn(examples: list[dict]) -> Batch:
+        batch = collate(examples)
+        if "teachers" in examples[0]:
+            batch.teacher_log_probs, batch.teacher_frames = {}, {}
+            for name in examples[0]["teachers"]:
+                rows = [torch.from_numpy(np.asarray(e["teachers"][name][0], dtype=np.float32)) for e in examples]
+                batch.teacher_log_probs[name] = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+                batch.teacher_frames[name] = torch.tensor([e["teachers"][name][1] for e in examples])
+        return batch
+
+    return collate_fn
+
+
+def dataset_identity(dataset: Dataset) -> str:
+    """What a data set is, for run folders and the teacher output store: the data set's own
+    `identity()` when it has one, else a digest of its examples' sources and labels."""
+    own = getattr(dataset, "identity", None)
+    if callable(own):
+        return own()
+    source = getattr(dataset, "source", None)
+    if isinstance(source, str):  # a generated split: "<cache folder>:<split>"; the folder's name is its config digest
+        folder, _, split = source.rpartition(":")
+        return f"{Path(folder).name}:{split}:{len(dataset)}"
+    examples = getattr(dataset, "examples", None)
+    if examples is not None:
+        digest = hashlib.sha1()
+        for e in examples:
+            digest.update(f"{e.get('source', '')}\t{e.get('text', '')}\n".encode("utf-8", "replace"))
+        return f"examples:{len(examples)}:{digest.hexdigest()[:16]}"
+    return f"{type(dataset).__name__}:{len(dataset)}"
 
 
 class ListDataset(Dataset):
@@ -144,3 +190,7 @@ class LengthBucketSampler(Sampler[int]):
         shuffled.sort(key=lambda b: len(b) < self.batch_size)
         mine = shuffled[self.rank :: self.world_size]
         yield from np.resize(np.concatenate(mine) if mine else shuffled[0], len(self)).tolist()
+
+
+def add_teacher(batch: Batch, examples: list[dict]) -> Batch:  # TODO(core): remove once no task calls it
+    return batch

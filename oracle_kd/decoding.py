@@ -35,12 +35,13 @@ def greedy_decode(log_probs: torch.Tensor, frame_lengths: torch.Tensor, blank: i
 class BeamSearch:
     """CTC prefix beam search (pyctcdecode), with an optional KenLM n-gram language model.
 
-    `labels` are the vocabulary characters in label-id order (blank excluded);
-    a space is the word delimiter. `lm_path` is an ARPA or binary KenLM file;
-    it needs the optional `kenlm` package (`pip install -e ".[lm]"`).
+    `labels` is the string of each label id 1..num_classes-1 in id order (blank
+    excluded; a task's `tokenizer.labels`); a space is the word delimiter.
+    `lm_path` is an ARPA or binary KenLM file; it needs the optional `kenlm`
+    package (`pip install -e ".[lm]"`).
     """
 
-    def __init__(self, labels: str, beam_width: int = 32, lm_path: str | None = None,
+    def __init__(self, labels: list[str], beam_width: int = 32, lm_path: str | None = None,
                  alpha: float = 0.5, beta: float = 1.0):
         from pyctcdecode import build_ctcdecoder
 

@@ -37,8 +37,10 @@ def decode(task, model, dataset: Dataset, batch_size: int = 128) -> Decoded:
     """Greedy-decode `dataset`; an Oracle Teacher is given the reference labels."""
     model.eval()
     out = Decoded([], [], [], [], [], [])
+    device = model_device(model)
     for batch in loader(task, dataset, batch_size):
-        log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+        log_probs, frame_lengths = model(*inputs(batch.to(device)))
+        log_probs, frame_lengths = log_probs.float().cpu(), frame_lengths.cpu()
         hyps = greedy_decode(log_probs, frame_lengths)
         out.hypotheses += hyps
         out.texts += [task.vocab.decode(h.ids) for h in hyps]
@@ -48,6 +50,15 @@ def decode(task, model, dataset: Dataset, batch_size: int = 128) -> Decoded:
             out.reference_ids.append(batch.targets[row, :n].tolist())
             out.spans.append(None if batch.spans is None else batch.spans[row, :n].numpy())
     return out
+
+
+def model_device(model) -> torch.device:
+    first = next(model.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
+
+
+def inputs(batch) -> tuple:
+    return batch.sources, batch.source_lengths, batch.targets, batch.target_lengths
 
 
 def evaluate(task, model, dataset: Dataset, batch_size: int = 128) -> tuple[dict, Decoded]:
@@ -98,6 +109,19 @@ def posterior_summary(log_probs: np.ndarray, frame_lengths: np.ndarray | None = 
         return {"frames": 0, "blank_fraction": None, "mean_top_probability": None, "mean_entropy": None}
     return {"frames": frames, "blank_fraction": blank / frames, "mean_top_probability": top / frames,
             "mean_entropy": entropy / frames}
+
+
+def summarize_chunk(log_probs: torch.Tensor, frame_lengths: torch.Tensor, totals: dict | None = None) -> dict:
+    """Running totals for `store.finish_summary`: frames, blank-argmax frames, summed top
+    probability and entropy (nats) over each example's own frames of one batch."""
+    totals = totals or {"frames": 0, "blank": 0, "top": 0.0, "entropy": 0.0}
+    lp = log_probs[torch.arange(log_probs.shape[1])[None, :] < frame_lengths[:, None]]  # (valid frames, classes)
+    p = lp.exp()
+    totals["frames"] += len(lp)
+    totals["blank"] += int((lp.argmax(-1) == BLANK).sum())
+    totals["top"] += float(p.max(-1).values.sum())
+    totals["entropy"] += float(-(p * lp).sum())
+    return totals
 
 
 def alignment_accuracy(decoded: Decoded) -> float | None:
@@ -154,9 +178,11 @@ def copy_test(task, model, dataset: Dataset, batch_size: int = 128, limit: int =
     model.eval()
     matched, mismatched, copied, used = [], [], 0, 0
     seen = 0
+    device = model_device(model)
     for batch in loader(task, dataset, batch_size):
         if seen >= limit or len(batch.texts) < 2:
             break
+        batch = batch.to(device)
         seen += len(batch.texts)
         y, y_len = batch.targets, batch.target_lengths
         lp, fl = model(batch.sources, batch.source_lengths, y, y_len)

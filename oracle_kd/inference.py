@@ -11,6 +11,7 @@ from oracle_kd.io import InputError
 @torch.inference_mode()
 def recognize(task, model, paths: list[str], skips, batch_size: int = 64, decoder=None, with_examples: bool = False):
     """Yield (source, text) for each readable input, in order (and the example, if asked).
+    `paths` are what the task's `input_kind` says: files, or lines of text.
 
     `decoder` maps (log_probs, frame_lengths) to texts; default greedy CTC."""
     if getattr(model, "needs_targets", False):
@@ -21,7 +22,7 @@ def recognize(task, model, paths: list[str], skips, batch_size: int = 64, decode
         batch = task.collate(chunk)
         log_probs, frame_lengths = model(batch.sources, batch.source_lengths)
         if decoder is None:
-            texts = [task.vocab.decode(h.ids) for h in greedy_decode(log_probs, frame_lengths)]
+            texts = [task.tokenizer.decode(h.ids) for h in greedy_decode(log_probs, frame_lengths)]
         else:
             texts = decoder(log_probs, frame_lengths)
         for example, text in zip(chunk, texts):

@@ -77,3 +77,14 @@ def claim(lock: str | Path, wait: bool = False):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def file_digest(path: str | Path) -> str:
+    """sha1 of a file's bytes (read in chunks: checkpoints can be large)."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,96 +1,224 @@
-"""report.md and its plots, rendered from results.json (the numbers are the same)."""
+"""report.md and its plots, rendered from results.json (the numbers are the same),
+for any number of teachers and student arms; and the README's result tables.
+
+    python -m oracle_kd.report results/scene-text-full/results.json   # prints the README tables
+
+Only the frame-spike plot needs more than results.json: the test split and the
+checkpoints (those not found are left out of it).
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
 
-from oracle_kd.checkpoint import load_model  # noqa: E402
-from oracle_kd.decoding import greedy_decode  # noqa: E402
+from oracle_kd.config import PAPER_ARMS  # noqa: E402  PAPER.md's comparison: listed first
 from oracle_kd.io import atomic_write_text  # noqa: E402
 
+NO_TEMPERATURE = {"guided", "alignment", "sequence"}  # KD methods whose loss has no temperature: tau is not shown
+LOWER_IS_BETTER = {"cer", "wer", "ter"}  # secondary metrics; results.json says it for the primary one
+ON_100_SCALE = {"bleu", "chrf"}  # already in points; fractions (accuracy, error rates) are shown x 100 as points
+LABELS = {"word_accuracy": "word accuracy", "cer": "CER", "wer": "WER", "bleu": "BLEU", "chrf": "chrF"}
 
-def fmt(x, digits=4) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
 
+def write_report(task, results: dict, out: str | Path, test_set=None, spike_examples: int = 4) -> Path:
+    """OUT/report.md with plots in OUT/plots. The spike plot is drawn when `task` and
+    `test_set` (the test split's dataset) are given, from every teacher's and every arm's
+    first-seed checkpoint that can be found (as recorded, or by its path's tail under OUT);
+    without them an existing OUT/plots/spikes.png is kept and shown."""
+    out = Path(out)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    curves = plot_curves(results, plots / "learning_curves.png")
+    found, missing = model_checkpoints(results, out)
+    spikes = None
+    if task is not None and test_set is not None and found and spike_examples > 0:
+        spikes = plot_spikes(task, found, test_set, spike_examples, plots / "spikes.png")
+    elif (plots / "spikes.png").exists():  # re-rendered from results.json alone (python -m oracle_kd.report --write)
+        spikes, missing = plots / "spikes.png", []
+    path = out / "report.md"
+    atomic_write_text(path, report_markdown(results, out, curves, spikes, missing))
+    return path
+
+
+def report_markdown(results: dict, out: Path, curves: Path | None, spikes: Path | None, missing: list[str]) -> str:
+    data, env = results.get("data", {}), results.get("environment", {})
+    changed = ", ".join(f"`{o}`" for o in results.get("overrides") or [])
+    oracles = any(model_of(name, t) == "oracle" for name, t in results["teachers"].items())
+    sections = [
+        f"# oracle-kd experiment: {results['task']} ({results['preset']}{', ' + changed if changed else ''})",
+        f"Data: {data.get('train')} train / {data.get('val')} validation / {data.get('test')} test examples "
+        f"({data.get('skipped', 0)} skipped). Environment: torch {env.get('torch', '?')}, {env.get('threads', '?')} "
+        f"CPU threads. This process: {results.get('wall_seconds', 0):.0f} s (a resumed or shared run counts only "
+        "its own part; each model's own times are below).",
+        "## Students (test split)", summary_table(results),
+        "## Tuning (validation split)", tuning_lines(results),
+        "## Teachers", teacher_table(results),
+        time_to_best(results["teachers"]),
+        "The Oracle teachers' test figures are computed with the reference labels as input (an oracle), so they "
+        "measure alignment, not recognition." if oracles else "",
+        posterior_lines(results["teachers"]),
+        "## Paired bootstrap (test split)", bootstrap_table(results) or "Not computed for this run.",
+        "## Learning curves", curves_table(results),
+        f"![learning curves]({curves.relative_to(out)})" if curves else "No training history recorded.",
+        "## Frame spikes on test examples",
+    ]
+    if spikes:
+        sections += ["Each panel: the input with the label each model emits at its spike frames.",
+                     f"![spikes]({spikes.relative_to(out)})"]
+    else:
+        sections.append("Not drawn (it needs the test split and the checkpoints).")
+    if missing:
+        sections.append("Checkpoints not found, left out: " + ", ".join(missing) + ".")
+    return "\n\n".join(s for s in sections if s) + "\n"
+
+
+# ---- students ---------------------------------------------------------------------------------------------------
 
 def summary_table(results: dict) -> str:
     """Markdown table of the student arms: the figure the experiment exists for."""
-    metric = results["metric"]
-    names = list(next(iter(results["students"].values()))["test"])
-    head = "| arm | params | KD (tau, weight) | " + " | ".join(f"test {m} (mean ± std)" for m in names) + " | alignment acc. |"
-    lines = [head, "|" + " --- |" * (4 + len(names))]
-    for arm, s in results["students"].items():
-        kd = "-" if not s["kd"] else f"{s['kd']['method']} ({s['kd']['tau']:g}, {s['kd']['weight']:g})"
-        cells = [f"{s['test'][m]['mean']:.4f} ± {s['test'][m]['std']:.4f}" for m in names]
-        lines.append(f"| {arm} | {s['params']:,} | {kd} | " + " | ".join(cells) + f" | {fmt(s['alignment_accuracy'])} |")
+    students = results["students"]
+    names = student_metrics(results)
+    train = any(s.get("train") for s in students.values())
+    head = ["arm", "params", "KD (chosen)"] + (["training (chosen)"] if train else []) + \
+        [f"test {m} (mean ± std)" for m in names] + ["alignment acc."]
+    lines = [row(head), "|" + " --- |" * len(head)]
+    for arm in arm_order(students):
+        s = students[arm]
+        cells = [arm, f"{s['params']:,}", kd_text(kd_terms(s))] + ([point_text(s.get("train"), "-")] if train else [])
+        cells += [mean_std(s["test"].get(m)) for m in names] + [fmt(s.get("alignment_accuracy"))]
+        lines.append(row(cells))
     n = len(results["seeds"])
-    lines.append(f"\n({n} seed{'s' if n != 1 else ''}; primary metric: {metric})")
+    lines.append(f"\n({n} seed{'s' if n != 1 else ''}; primary metric: {results['metric']})")
+    if results.get("best"):  # the best arm of each teacher family, chosen on validation
+        lines.append("Best arm of each teacher family by validation (seed 0): "
+                     + "; ".join(f"{family} {arm}" for family, arm in results["best"].items()))
     return "\n".join(lines)
 
 
-def kd_lines(results: dict) -> str:
-    """How each KD arm's (tau, weight) was chosen: validation scores of the grid, seed 0."""
-    trials = max((len(c["grid"]) for c in results.get("kd", {}).values()), default=1)
-    lines = []
-    if trials > 1:
-        lines.append(f"- student_ctc: plain CTC, no KD setting to choose: one run per seed (each KD arm had {trials} "
-                     "validation trials at seed 0, every trial with the same model, data and epoch budget)")
-    for arm, choice in results.get("kd", {}).items():
-        c = choice["chosen"]
-        line = f"- {arm}: {c['method']} KD, tau {c['tau']:g}, weight {c['weight']:g}"
-        if "validation" in choice:
-            tried = ", ".join(f"(tau {g['tau']:g}, weight {g['weight']:g}): {v:.4f}"
-                              for g, v in zip(choice["grid"], choice["validation"]))
-            line += f", chosen on validation {results['metric']} (seed 0) among {tried}"
-        else:
-            line += " (a single setting: nothing to choose)"
-        lines.append(line)
+def kd_terms(student: dict) -> list[dict]:
+    """The chosen KD terms of an arm ([] for plain CTC; an older results.json held one dict or None)."""
+    kd = student.get("kd")
+    return [] if not kd else [kd] if isinstance(kd, dict) else list(kd)
+
+
+def kd_text(terms: list[dict]) -> str:
+    """`frame(conventional, tau 1, w 1) + alignment(oracle, w 1)`; `-` for plain CTC."""
+    shown = []
+    for term in terms:
+        parts = [str(term["teacher"])] if term.get("teacher") else []
+        if "tau" in term and term["method"] not in NO_TEMPERATURE:
+            parts.append(f"tau {value_text(term['tau'])}")
+        if "weight" in term:
+            parts.append(f"w {value_text(term['weight'])}")
+        parts += [f"{k} {value_text(v)}" for k, v in term.items() if k not in ("method", "teacher", "tau", "weight")]
+        shown.append(f"{term['method']}({', '.join(parts)})")
+    return " + ".join(shown) or "-"
+
+
+def tuning_lines(results: dict) -> str:
+    """Each arm's grid with its validation scores and the chosen point, and whether every
+    arm had the same number of tries (a bigger grid is a bigger budget)."""
+    students, metric = results["students"], results["metric"]
+    sizes = {arm: max(1, len((students[arm].get("tuning") or {}).get("grid") or [])) for arm in arm_order(students)}
+    if len(set(sizes.values())) == 1:
+        n = next(iter(sizes.values()))
+        lines = [f"Every arm had a grid of the same size: {n} point{'s' if n != 1 else ''}, "
+                 f"chosen on validation {metric}."]
+    else:
+        lines = ["**Unequal tuning budgets**: the grids differ in size ("
+                 + ", ".join(f"{arm} {n}" for arm, n in sizes.items())
+                 + "); an arm with more points had more chances on the validation split."]
+    for arm in sizes:
+        tuning = students[arm].get("tuning") or {}
+        grid, chosen = tuning.get("grid") or [], tuning.get("chosen")
+        if len(grid) <= 1:
+            only = chosen if chosen is not None else grid[0] if grid else None
+            lines.append(f"- {arm}: a single setting ({point_text(only)}): nothing to choose")
+            continue
+        scores = tuning.get("validation") or [None] * len(grid)
+        tried = "; ".join((f"**{point_text(g)}**" if g == chosen else point_text(g)) + f": {fmt(v)}"
+                          for g, v in zip(grid, scores))
+        lines.append(f"- {arm}: {point_text(chosen)} chosen among {tried}")
     return "\n".join(lines)
 
+
+def bootstrap_table(results: dict) -> str:
+    """Paired bootstrap between arms over test examples: differences in points of the metric."""
+    found = results.get("paired_bootstrap") or {}
+    if not found.get("pairs"):
+        return ""
+    metric = found.get("metric", results["metric"])
+    scale = 1 if metric in ON_100_SCALE else 100
+    better = "higher" if results.get("higher_is_better", True) else "lower"
+    lines = [f"Over the {found.get('test_examples', 0):,} test examples, {found.get('resamples', 0):,} resamples; an "
+             f"arm's score is the mean of its seeds' corpus scores. Difference: first minus second, in points of "
+             f"{metric} ({better} is better).", "",
+             "| pair | difference | 95 % interval | first not better in |", "| --- | --- | --- | --- |"]
+    for pair, p in found["pairs"].items():
+        low, high = p["interval_95"]
+        lines.append(f"| {pair} | {p['difference'] * scale:+.2f} | {low * scale:+.2f} to {high * scale:+.2f} | "
+                     f"{p['share_first_not_better']:.1%} of resamples |")
+    return "\n".join(lines)
+
+
+def curves_table(results: dict) -> str:
+    """Epochs each arm needs to reach plain CTC's final validation score (results' "curves")."""
+    curves = results.get("curves")
+    if not curves or not curves.get("epochs_to_target"):
+        return ""
+    lines = [f"Epochs each arm needs to reach validation {results['metric']} {curves['target']:.4f}, the final "
+             f"validation score of {curves['target_from']} (never: not within the epoch budget):", "", "| arm | epochs to target, per seed | median |", "| --- | --- | --- |"]
+    for arm, e in curves["epochs_to_target"].items():
+        runs = " / ".join("never" if r is None else str(r) for r in e["runs"])
+        lines.append(f"| {arm} | {runs} | {'never' if e['median'] is None else value_text(e['median'])} |")
+    return "\n".join(lines)
+
+
+# ---- teachers ---------------------------------------------------------------------------------------------------
 
 def teacher_table(results: dict) -> str:
-    metric = results["metric"]
-    lines = [f"| teacher | params | epochs to best | seconds to best | test {metric} | test cer | alignment acc. | "
-             "copy test: matched / mismatched loss | mismatched decoded as target |",
-             "|" + " --- |" * 9]
-    rows = {**results["teachers"], **{f"oracle + {k} (ablation)": v for k, v in results.get("ablations", {}).items()}}
-    for name, t in rows.items():
-        c = t.get("copy_test")
-        copy = "-" if not c else f"{c['matched_loss']:.3f} / {c['mismatched_loss']:.3f}"
-        decoded = "-" if not c else fmt(c["mismatched_decoded_as_target"], 3)
-        epochs, seconds = (t["epochs"], f"{t['train_seconds']:.0f}") if t.get("converged", True) else ("-", "did not converge")
-        lines.append(f"| {name} | {t['params']:,} | {epochs} | {seconds} | "
-                     f"{fmt(t['test'].get(metric))} | {fmt(t['test'].get('cer'))} | {fmt(t['alignment_accuracy'])} | "
-                     f"{copy} | {decoded} |")
-    return "\n".join(lines)
-
-
-def posterior_lines(teachers: dict) -> str:
-    """The teachers' frame posteriors on the training set, as the students receive them."""
-    lines = []
+    metric, teachers = results["metric"], results["teachers"]
+    names = teacher_metrics(teachers, metric)
+    head = ["teacher", "model (set)", "params", "epochs to best", "seconds to best", f"best validation {metric}"] + \
+        [f"test {m}" for m in names] + ["alignment acc.", "copy test: matched / mismatched loss",
+                                        "mismatched decoded as target"]
+    lines = [row(head), "|" + " --- |" * len(head)]
     for name, t in teachers.items():
-        p = t.get("posteriors")
-        if p and p["frames"]:
-            lines.append(f"- {name}: blank is the top label on {p['blank_fraction']:.1%} of {p['frames']:,} training "
-                         f"frames; mean top probability {p['mean_top_probability']:.3f}, mean entropy "
-                         f"{p['mean_entropy']:.3f} nats (temperature 1)")
-    return "Teacher posteriors on the training set (what the KD students are taught):\n" + "\n".join(lines) if lines else ""
+        converged = t.get("converged", True)
+        epochs, seconds = (t["epochs"], f"{t['train_seconds']:.0f}") if converged else ("-", "did not converge")
+        lines.append(row([name, model_text(name, t), f"{t['params']:,}", epochs, seconds,
+                          fmt((t.get("validation") or {}).get(metric))]
+                         + [fmt(t["test"].get(m)) for m in names]
+                         + [fmt(t.get("alignment_accuracy"))] + copy_cells(t)))
+    return "\n".join(lines)
 
 
 def time_to_best(teachers: dict) -> str:
-    oracle, conv = teachers["oracle"], teachers["conventional"]
-    stuck = [name for name, t in (("Oracle", oracle), ("conventional", conv)) if not t.get("converged", True)]
+    """Each Oracle-family teacher's time to its best validation score against the
+    conventional teacher's: wall time, epochs x median epoch time, CPU time."""
+    conv = reference_teacher(teachers)
+    if conv is None:
+        return ""
+    found = [oracle_time(name, t, teachers[conv]) for name, t in teachers.items() if model_of(name, t) == "oracle"]
+    return found[0] if len(found) == 1 else "\n".join(f"- {text}" for text in found)
+
+
+def oracle_time(name: str, oracle: dict, conv: dict) -> str:
+    title = "the Oracle Teacher" if name == "oracle" else f"the Oracle teacher {name}"
+    stuck = [who for who, t in ((title, oracle), ("the conventional teacher", conv)) if not t.get("converged", True)]
     if stuck:
-        who = "Neither teacher left" if len(stuck) == 2 else f"The {stuck[0]} teacher never left"
-        return f"{who} the CTC blank plateau (best validation CER 1), so there is no time to best to compare."
+        who = f"Neither {title} nor the conventional teacher left" if len(stuck) == 2 else f"{cap(stuck[0])} never left"
+        return (f"{who} the CTC blank plateau (the best validation epoch scored what an all-blank output scores), "
+                "so there is no time to best to compare.")
     o, c = oracle["train_seconds"], conv["train_seconds"]
-    text = (f"The Oracle Teacher reached its best validation score in {o:.0f} s, "
+    text = (f"{cap(title)} reached its best validation score in {o:.0f} s, "
             f"{o / max(c, 1e-9):.2f}x the conventional teacher's {c:.0f} s.")
     mo, mc = oracle.get("median_epoch_seconds"), conv.get("median_epoch_seconds")
     if mo and mc:  # a paused, resumed or shared epoch inflates the wall time, hardly the median epoch
@@ -103,85 +231,290 @@ def time_to_best(teachers: dict) -> str:
     return text
 
 
-def write_report(task, results: dict, runner, out: Path) -> Path:
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    curves = plot_curves(runner.histories, results["metric"], plots / "learning_curves.png")
-    spikes = plot_spikes(task, runner.checkpoints, runner.splits["test"],
-                         runner.cfg["diagnostics"]["spike_examples"], plots / "spikes.png")
-    changed = ", ".join(f"`{o}`" for o in results.get("overrides", []))
-    text = f"""# oracle-kd experiment: {results['task']} ({results['preset']}{', ' + changed if changed else ''})
-
-Data: {results['data']['train']} train / {results['data']['val']} validation / {results['data']['test']} test examples
-({results['data']['skipped']} skipped). Environment: torch {results['environment']['torch']},
-{results['environment']['threads']} CPU threads. This process: {results['wall_seconds']:.0f} s (a resumed or shared
-run counts only its own part; each model's own times are below).
-
-## Students (test split)
-{summary_table(results)}
-
-{kd_lines(results)}
-
-## Teachers
-{teacher_table(results)}
-
-{time_to_best(results["teachers"])} The Oracle Teacher's test figures are
-computed with the reference labels as input (it is an oracle), so they measure
-alignment, not recognition.
-
-{posterior_lines(results["teachers"])}
-
-## Learning curves
-![learning curves]({curves.relative_to(out)})
-
-## Frame spikes on test examples
-Each panel: the input with the label each model emits at its spike frames.
-
-![spikes]({spikes.relative_to(out)})
-"""
-    path = out / "report.md"
-    atomic_write_text(path, text)
-    return path
+def posterior_lines(teachers: dict) -> str:
+    """The teachers' frame posteriors on the training set, as the students receive them."""
+    lines = []
+    for name, t in teachers.items():
+        p = t.get("posteriors")
+        if p and p["frames"]:
+            lines.append(f"- {name}: blank is the top label on {p['blank_fraction']:.1%} of {p['frames']:,} training "
+                         f"frames; mean top probability {p['mean_top_probability']:.3f}, mean entropy "
+                         f"{p['mean_entropy']:.3f} nats (temperature 1)")
+    if not lines:
+        return ""
+    return "Teacher posteriors on the training set (what the KD students are taught):\n" + "\n".join(lines)
 
 
-def plot_curves(histories: dict[str, list], metric: str, path: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    # one colour per model or arm, one line style per seed ("student_ctc seed 1")
-    groups = list(dict.fromkeys(name.partition(" seed ")[0] for name in histories))
-    styles = ["-", "--", ":", "-."]
-    for name, history in histories.items():
-        if not history:
-            continue
-        group, _, seed = name.partition(" seed ")
-        look = dict(color=plt.cm.tab10(groups.index(group) % 10), linestyle=styles[int(seed or 0) % len(styles)],
-                    marker="o", ms=3, label=name)
-        axes[0].plot([h["epoch"] for h in history], [h[f"val_{metric}"] for h in history], **look)
-        axes[1].plot([h["seconds"] for h in history], [h[f"val_{metric}"] for h in history], **look)
-    axes[0].set_xlabel("epoch")
-    axes[1].set_xlabel("wall seconds")
-    for ax in axes:
-        ax.set_ylabel(f"validation {metric}")
+def reference_teacher(teachers: dict) -> str | None:
+    """The conventional teacher the Oracle ones are timed against."""
+    if "conventional" in teachers:
+        return "conventional"
+    return next((name for name, t in teachers.items() if model_of(name, t) == "conventional"), None)
+
+
+def model_of(name: str, teacher: dict) -> str:
+    return teacher.get("model", name)  # an older results.json named each teacher by its model
+
+
+def model_text(name: str, teacher: dict) -> str:
+    changed = teacher.get("set") or {}
+    return model_of(name, teacher) + (f" ({point_text(changed)})" if changed else "")
+
+
+# ---- README tables ----------------------------------------------------------------------------------------------
+
+def render_readme_tables(results: dict) -> str:
+    """The README's tables of one results.json: student arms (best mean in bold), teachers,
+    and the paired bootstrap when there is one."""
+    tables = (readme_students(results), readme_teachers(results), bootstrap_table(results))
+    return "\n\n".join(t for t in tables if t) + "\n"
+
+
+def readme_students(results: dict) -> str:
+    students, names = results["students"], student_metrics(results)
+    order = arm_order(students)
+    train = any(s.get("train") for s in students.values())
+    head = ["arm", "KD"] + (["training"] if train else []) + [f"test {label(m)}" for m in names] + \
+        ["alignment accuracy"]
+    best = {m: best_of([students[a]["test"][m]["mean"] for a in order if m in students[a]["test"]],
+                       higher(m, results)) for m in names}
+    best["alignment"] = best_of([students[a].get("alignment_accuracy") for a in order], True, digits=3)
+    lines = [row(head), "|" + " --- |" * len(head)]
+    for arm in order:
+        s = students[arm]
+        cells = [arm, kd_text(kd_terms(s))] + ([point_text(s.get("train"), "-")] if train else [])
+        for m in names:
+            spread = s["test"].get(m)
+            cells.append(bold(mean_std(spread), spread is not None and round(spread["mean"], 4) == best[m]))
+        accuracy = s.get("alignment_accuracy")
+        cells.append(bold(fmt(accuracy, 3), accuracy is not None and round(accuracy, 3) == best["alignment"]))
+        lines.append(row(cells))
+    n = len(results["seeds"])
+    lines.append(f"\n(test figures: mean ± standard deviation over {n} seed{'s' if n != 1 else ''})")
+    return "\n".join(lines)
+
+
+def readme_teachers(results: dict) -> str:
+    metric, teachers = results["metric"], results["teachers"]
+    names = teacher_metrics(teachers, metric)
+    head = ["teacher", "params", f"best validation {label(metric)} (epoch; seconds)"] + \
+        [f"test {label(m)}" for m in names] + ["alignment acc.", "copy test: matched / mismatched loss",
+                                              "mismatched decoded as target"]
+    lines = [row(head), "|" + " --- |" * len(head)]
+    for name, t in teachers.items():
+        val = (t.get("validation") or {}).get(metric)
+        best = (f"{fmt(val, 3)} ({t['epochs']}; {t['train_seconds']:,.0f} s)" if t.get("converged", True)
+                else f"{fmt(val, 3)} (did not converge)")
+        tests = [fmt(t["test"].get(m)) for m in names]
+        if model_of(name, t) == "oracle" and tests:
+            tests[0] += " (reads the labels)"
+        shown = model_text(name, t) if name == model_of(name, t) else f"{name}: {model_text(name, t)}"
+        lines.append(row([shown, f"{t['params'] / 1e6:.2f}M", best] + tests
+                         + [fmt(t.get("alignment_accuracy"), 3)] + copy_cells(t)))
+    return "\n".join(lines)
+
+
+def report(path: str | Path) -> str:
+    """Print (and return) the README tables of a results.json (or of the folder holding one)."""
+    path = Path(path)
+    results = json.loads((path / "results.json" if path.is_dir() else path).read_text())
+    text = render_readme_tables(results)
+    print(text, end="")
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m oracle_kd.report",
+                                     description="Print the README tables of an experiment's results.json.")
+    parser.add_argument("results", nargs="+", help="results.json files (or the folders holding them)")
+    parser.add_argument("--write", action="store_true",
+                        help="also write report.md and the learning curves beside each results.json "
+                             "(no spike plot: it needs the checkpoints and the test split)")
+    args = parser.parse_args(argv)
+    for i, given in enumerate(args.results):
+        path = Path(given) / "results.json" if Path(given).is_dir() else Path(given)
+        if len(args.results) > 1:  # several experiments: a heading before each one's tables
+            print(("\n" if i else "") + f"### {path}\n")
+        report(path)
+        if args.write:
+            write_report(None, json.loads(path.read_text()), path.parent)
+    return 0
+
+
+# ---- plots ------------------------------------------------------------------------------------------------------
+
+def plot_curves(results: dict, path: Path) -> Path | None:
+    """Validation primary metric of the student arms per epoch and per wall second (one
+    colour per arm, one line style per seed), and of the teachers per wall second."""
+    key = f"val_{results['metric']}"
+    students = results["students"]
+    arms = [(arm, run.get("seed", i), run.get("history") or [])
+            for arm in arm_order(students) for i, run in enumerate(students[arm].get("runs") or [])]
+    teachers = [(name, None, t.get("history") or []) for name, t in results["teachers"].items()]
+    arms, teachers = ([(n, s, [h for h in hist if h.get(key) is not None]) for n, s, hist in group]
+                      for group in (arms, teachers))
+    arms, teachers = [a for a in arms if a[2]], [t for t in teachers if t[2]]
+    if not arms and not teachers:
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    draw(axes[0], arms, "epoch", key)
+    draw(axes[1], arms, "seconds", key, legend=False)  # the same arms as on the left
+    draw(axes[2], teachers, "seconds", key)
+    for ax, title in zip(axes, ("student arms", "student arms", "teachers")):
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch" if ax is axes[0] else "wall seconds")
+        ax.set_ylabel(f"validation {results['metric']}")
         ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-@torch.inference_mode()
-def plot_spikes(task, checkpoints: dict[str, str], dataset, n: int, path: Path) -> Path:
+def draw(ax, series: list[tuple[str, int | None, list[dict]]], x: str, key: str, legend: bool = True) -> None:
+    """(name, seed or None, history) curves on `ax`: one colour per name, one line style per seed."""
+    names = list(dict.fromkeys(name for name, _, _ in series))
+    seeds = list(dict.fromkeys(seed for _, seed, _ in series))
+    colours = plt.cm.tab10 if len(names) <= 10 else plt.cm.tab20
+    styles = ["-", "--", ":", "-."]
+    for name, seed, history in series:
+        ax.plot([h.get(x, float("nan")) for h in history], [h[key] for h in history],
+                color=colours(names.index(name) % colours.N), linestyle=styles[seeds.index(seed) % len(styles)],
+                marker="o", ms=3, label=name if seed is None else f"{name} seed {seed}")
+    if series and legend:
+        ax.legend(fontsize=6)
+
+
+def model_checkpoints(results: dict, out: Path) -> tuple[dict[str, Path], list[str]]:
+    """Every teacher's checkpoint and every arm's first-seed checkpoint that exists, in
+    report order; and the names of the models whose checkpoint was not found."""
+    wanted = {name: t.get("checkpoint") for name, t in results["teachers"].items()}
+    for arm in arm_order(results["students"]):
+        s = results["students"][arm]
+        wanted[arm] = (s.get("checkpoints") or [None])[0] or ((s.get("runs") or [{}])[0].get("checkpoint"))
+    found = {name: locate_checkpoint(p, out) for name, p in wanted.items() if p}
+    return {n: p for n, p in found.items() if p}, [n for n in wanted if not found.get(n)]
+
+
+def locate_checkpoint(recorded: str | Path, out: str | Path) -> Path | None:
+    """The checkpoint as recorded, or else the longest tail of its path (two parts at least,
+    e.g. teachers/oracle/best.safetensors) under OUT: a run folder moved or copied elsewhere."""
+    path = Path(recorded)
+    if path.exists():
+        return path
+    parts = path.parts
+    for start in range(1, len(parts) - 1):
+        candidate = Path(out).joinpath(*parts[start:])
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def plot_spikes(task, checkpoints: dict[str, str | Path], dataset, n: int, path: Path) -> Path:
+    import torch
+
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.decoding import greedy_decode
+
     examples = [dataset[i] for i in range(min(n, len(dataset)))]
     batch = task.collate(examples)
     names = list(checkpoints)
     fig, axes = plt.subplots(len(names), len(examples), figsize=(3.2 * len(examples), 1.1 * len(names)), squeeze=False)
-    for row, name in enumerate(names):
-        _, model, _ = load_model(checkpoints[name])
-        log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
-        for col, hyp in enumerate(greedy_decode(log_probs, frame_lengths)):
-            title = f"{name}: {task.vocab.decode(hyp.ids)!r}"
-            task.plot_spikes(axes[row][col], examples[col], title, hyp.ids, hyp.frames, int(frame_lengths[col]))
+    with torch.inference_mode():
+        for r, name in enumerate(names):
+            _, model, _ = load_model(checkpoints[name])
+            model.eval()
+            log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+            for col, hyp in enumerate(greedy_decode(log_probs, frame_lengths)):
+                title = f"{name}: {task.tokenizer.decode(hyp.ids)!r}"
+                task.plot_spikes(axes[r][col], examples[col], title, hyp.ids, hyp.frames, int(frame_lengths[col]))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ---- small helpers ----------------------------------------------------------------------------------------------
+
+def arm_order(students: dict) -> list[str]:
+    """PAPER.md's three arms first, then the others in results order."""
+    return [a for a in PAPER_ARMS if a in students] + [a for a in students if a not in PAPER_ARMS]
+
+
+def student_metrics(results: dict) -> list[str]:
+    """Test metrics of the student arms, the primary one first."""
+    seen = [m for s in results["students"].values() for m in s["test"] if m != "n"]
+    return list(dict.fromkeys([results["metric"]] * (results["metric"] in seen) + seen))
+
+
+def teacher_metrics(teachers: dict, metric: str) -> list[str]:
+    seen = [m for t in teachers.values() for m in (t.get("test") or {}) if m != "n"]
+    return list(dict.fromkeys([metric] * (metric in seen) + seen))
+
+
+def higher(metric: str, results: dict) -> bool:
+    return results.get("higher_is_better", True) if metric == results["metric"] else metric not in LOWER_IS_BETTER
+
+
+def best_of(values: list, higher_is_better: bool, digits: int = 4) -> float | None:
+    """The best value as shown (rounded), so that ties on the page are all in bold."""
+    values = [round(v, digits) for v in values if v is not None]
+    return (max(values) if higher_is_better else min(values)) if values else None
+
+
+def label(metric: str) -> str:
+    return LABELS.get(metric, metric)
+
+
+def fmt(x, digits=4) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def mean_std(spread: dict | None) -> str:
+    return "-" if not spread else f"{spread['mean']:.4f} ± {spread['std']:.4f}"
+
+
+def bold(text: str, on: bool) -> str:
+    return f"**{text}**" if on else text
+
+
+def row(cells: list) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+def cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def copy_cells(teacher: dict) -> list[str]:
+    """The copy test's two cells: matched / mismatched loss, and mismatched pairs decoded as the target."""
+    c = teacher.get("copy_test")
+    if not c:
+        return ["-", "-"]
+    pairs = f" ({c['pairs']:,} pairs)" if c.get("pairs") else ""
+    return [f"{loss_text(c['matched_loss'])} / {loss_text(c['mismatched_loss'])}",
+            fmt(c["mismatched_decoded_as_target"], 3) + pairs]
+
+
+def loss_text(nats: float) -> str:
+    """0.043, 9.302; a copying teacher's tiny losses keep two significant digits (0.0013)."""
+    return f"{nats:.3f}" if abs(nats) >= 0.01 else f"{nats:.2g}"
+
+
+def value_text(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return json.dumps(v)
+    if isinstance(v, (int, float)):
+        return f"{v:g}"
+    return v if isinstance(v, str) else json.dumps(v, separators=(",", ":"))
+
+
+def point_text(point: dict | None, empty: str = "defaults") -> str:
+    """A grid point or a set of overrides, any keys: `tau 1, weight 1`."""
+    if not point:
+        return empty
+    return ", ".join(f"{k} {value_text(v)}" for k, v in point.items())
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -5,52 +5,67 @@ from __future__ import annotations
 from dataclasses import asdict, replace
 from pathlib import Path
 
-import numpy as np
-
-from oracle_kd import diagnostics
-from oracle_kd.checkpoint import load_model
-from oracle_kd.config import apply_overrides, from_dict, load_preset
-from oracle_kd.data import WithTeacher
-from oracle_kd.experiment import default_cache
-from oracle_kd.io import InputError, atomic_path
+from oracle_kd.config import KDTerm, TrainConfig, experiment_config
+from oracle_kd.data import WithTeachers
+from oracle_kd.experiment import default_cache, device_of
+from oracle_kd.io import InputError
 from oracle_kd.skips import SkipLog
+from oracle_kd.store import teacher_outputs
 from oracle_kd.tasks import get_task
-from oracle_kd.training import KDConfig, TrainConfig, fit
+from oracle_kd.training import fit
 
 
 def train_one(args) -> dict:
     task = get_task(args.task)
-    cfg = apply_overrides(load_preset(args.task, args.preset), args.overrides)
+    cfg = experiment_config(task, args.preset, args.overrides)
     out = Path(args.out)
+    kd = kd_terms(args)  # checked before any data is read
     skips = SkipLog()
     if args.train_data and not args.val_data:
         raise InputError("--train-data needs --val-data (early stopping and model selection use it)")
     try:
         if args.train_data:
-            train = task.dataset(Path(args.train_data), None, skips, train=True)
-            val = task.dataset(Path(args.val_data), None, skips)
+            train = task.dataset(Path(args.train_data), None, skips, train=True, model_cfg=cfg.models[args.model])
+            val = task.dataset(Path(args.val_data), None, skips, model_cfg=cfg.models[args.model])
         else:
-            folder = task.prepare_data(cfg["data"], default_cache())
-            train, val = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
+            folder = task.prepare_data(cfg.data, default_cache())
+            train, val = (task.dataset(folder, s, skips, train=s == "train", model_cfg=cfg.models[args.model])
+                          for s in ("train", "val"))
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
         skips.write(out / "skipped.tsv")
 
-    kd = None
-    if args.teacher:
-        if args.model != "student":
-            raise InputError("--teacher distils into a student: use --model student")
-        kd = KDConfig(method=args.kd, tau=args.tau, weight=args.kd_weight)
-        train = WithTeacher(train, teacher_posteriors(task, args.teacher, train, out / "teacher_posteriors.npy"))
-    train_cfg = replace(from_dict(TrainConfig, cfg["train"][args.model]), devices=args.devices, num_nodes=args.num_nodes)
-    result = fit(task, args.model, cfg["models"][args.model], train, val, train_cfg, out, kd=kd, seed=args.seed)
+    train_cfg = engine(cfg.train[args.model], args)
+    if kd:
+        store = Path(args.teacher_store) if args.teacher_store else out / "teacher_outputs"
+        outputs = {term.teacher: teacher_outputs(store, term.teacher, task, train, top_k=args.top_k,
+                                                 device=device_of(train_cfg.accelerator)) for term in kd}
+        train = WithTeachers(train, outputs)
+    result = fit(task, args.model, cfg.models[args.model], train, val, train_cfg, out, kd=kd, seed=args.seed)
     return {k: v for k, v in asdict(result).items() if k != "history"}
 
 
-def teacher_posteriors(task, checkpoint: str, train, path: Path) -> np.ndarray:
-    teacher_task, teacher, _ = load_model(checkpoint)
-    if teacher_task.name != task.name:
-        raise InputError(f"{checkpoint} is a {teacher_task.name} model, not {task.name}")
-    if not path.exists():
-        with atomic_path(path) as tmp, open(tmp, "wb") as f:
-            np.save(f, diagnostics.posteriors(task, teacher, train))
-    return np.load(path, mmap_mode="r")
+def kd_terms(args) -> list[KDTerm] | None:
+    """One KD term per --teacher (its checkpoint path names it), with the --kd method given
+    for it (or the one --kd given for all); tau and weight for every term."""
+    if not args.teacher:
+        return None
+    if args.model != "student":
+        raise InputError("--teacher distils into a student: use --model student")
+    methods = args.kd or [KDTerm.method]
+    if len(methods) == 1:
+        methods = methods * len(args.teacher)
+    if len(methods) != len(args.teacher):
+        raise InputError(f"{len(args.teacher)} --teacher and {len(methods)} --kd: give one --kd, or one per teacher")
+    for path in args.teacher:
+        if not Path(path).is_file():
+            raise InputError(f"teacher checkpoint not found: {path}")
+    return [KDTerm(method=m, teacher=str(t), tau=args.tau, weight=args.kd_weight) for m, t in zip(methods, args.teacher)]
+
+
+def engine(cfg: TrainConfig, args) -> TrainConfig:
+    """The preset's budget with the command line's accelerator, devices, precision and workers."""
+    for name in ("devices", "num_nodes", "num_workers"):
+        if getattr(args, name) < (0 if name == "num_workers" else 1):
+            raise InputError(f"--{name.replace('_', '-')} must be at least {0 if name == 'num_workers' else 1}")
+    return replace(cfg, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
+                   precision=args.precision, num_workers=args.num_workers)

@@ -21,35 +21,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from oracle_kd.checkpoint import save_model
-from oracle_kd.data import LengthBucketSampler, source_lengths
+from oracle_kd.config import KDTerm, TrainConfig
+from oracle_kd.data import LengthBucketSampler, dataset_identity, source_lengths, with_teachers
 from oracle_kd.decoding import greedy_decode
-from oracle_kd.io import atomic_path, atomic_write_json
-from oracle_kd.losses import ctc, distillation_loss
+from oracle_kd.io import InputError, atomic_path, atomic_write_json
+from oracle_kd.losses import ctc, kd_term
+from oracle_kd.store import check_frames
 
 # Lightning's start-up banners (accelerator lines, tips) drown the runner's own progress lines
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-
-
-@dataclass
-class TrainConfig:
-    max_epochs: int = 10
-    patience: int = 3  # epochs without validation improvement before stopping
-    min_epochs: int = 1  # CTC models sit on a blank plateau first; do not stop during it
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 200
-    grad_clip: float = 5.0
-    max_minutes: float | None = None  # safety cap on wall time per run
-    devices: int = 1  # >1, or num_nodes > 1, trains with DDP
-    num_nodes: int = 1
-
-
-@dataclass
-class KDConfig:
-    method: str = "frame"  # "frame" (frame-level KL) or "guided" (guided CTC)
-    tau: float = 1.0  # softening temperature of frame KD
-    weight: float = 1.0  # loss = ctc + weight * kd
 
 
 @dataclass
@@ -68,7 +48,7 @@ class NonFiniteLoss(RuntimeError):
 
 
 class CTCModule(pl.LightningModule):
-    def __init__(self, task, model, cfg: TrainConfig, kd: KDConfig | None, train_set: Dataset, val_set: Dataset,
+    def __init__(self, task, model, cfg: TrainConfig, kd: list[KDTerm] | None, train_set: Dataset, val_set: Dataset,
                  seed: int):
         super().__init__()
         self.task, self.model, self.cfg, self.kd = task, model, cfg, kd
@@ -79,21 +59,25 @@ class CTCModule(pl.LightningModule):
     # Loaders are made here, in each process, once its rank is known (DDP).
     def train_dataloader(self):
         return loader(self.task, self.train_set, self.cfg.batch_size, self.seed,
-                      self.trainer.global_rank, self.trainer.world_size)
+                      self.trainer.global_rank, self.trainer.world_size, self.cfg.num_workers)
 
     def val_dataloader(self):
-        return loader(self.task, self.val_set, self.cfg.batch_size, None, self.trainer.global_rank, self.trainer.world_size)
+        return loader(self.task, self.val_set, self.cfg.batch_size, None, self.trainer.global_rank,
+                      self.trainer.world_size, self.cfg.num_workers)
 
     def forward(self, batch):
         return self.model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
 
     def training_step(self, batch, batch_idx):
         log_probs, frame_lengths = self(batch)
-        loss = ctc_loss = ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths)
-        if self.kd is not None:
-            teacher = batch.teacher_log_probs[:, : log_probs.shape[1]]
-            kd_loss = distillation_loss(self.kd.method, log_probs, teacher, frame_lengths, self.kd.tau)
-            loss = ctc_loss + self.kd.weight * kd_loss
+        loss = ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths)
+        for term in self.kd or []:
+            check_frames(term.teacher, batch.teacher_frames[term.teacher], frame_lengths, batch.indices)
+            teacher = batch.teacher_log_probs[term.teacher]
+            if teacher.shape[1] < log_probs.shape[1]:  # the batch's longest example has no teacher frames past its own
+                teacher = torch.nn.functional.pad(teacher, (0, 0, 0, log_probs.shape[1] - teacher.shape[1]))
+            loss = loss + term.weight * kd_term(term.method, log_probs, teacher[:, : log_probs.shape[1]], frame_lengths,
+                                                batch.targets, batch.target_lengths, term.tau)
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
@@ -149,9 +133,11 @@ class RunRecorder(pl.Callback):
     (all its threads), which a shared or suspended machine hardly moves; a run
     resumed from a checkpoint that did not count it leaves it out."""
 
-    def __init__(self, out_dir: Path, metric: str, higher_is_better: bool, meta: dict):
-        self.out_dir, self.metric, self.higher, self.meta = out_dir, metric, higher_is_better, meta
+    def __init__(self, out_dir: Path, metrics, meta: dict, cfg: TrainConfig):
+        self.out_dir, self.spec, self.meta, self.cfg = out_dir, metrics, meta, cfg
+        self.metric, self.higher = metrics.primary, metrics.higher_is_better
         self.history, self.best, self.best_epoch, self.best_seconds = [], None, -1, 0.0
+        self.finished = False  # max_epochs reached, or early stopping past min_epochs
         self.elapsed_before = 0.0  # wall time of earlier sessions of this run
         self.cpu_before: float | None = 0.0  # CPU time of earlier sessions (None: not counted then)
         self._start, self._cpu_start = time.perf_counter(), time.process_time()
@@ -177,6 +163,8 @@ class RunRecorder(pl.Callback):
         if self.cpu_before is not None:
             row["cpu_seconds"] = round(self.cpu_elapsed(), 2)
         self.history.append(row)
+        epochs = len(self.history)
+        self.finished = epochs >= self.cfg.max_epochs or (trainer.should_stop and epochs >= self.cfg.min_epochs)
         if self.improves(val):
             self.best, self.best_epoch, self.best_seconds = val, row["epoch"], row["seconds"]
             if trainer.is_global_zero:
@@ -189,46 +177,47 @@ class RunRecorder(pl.Callback):
             trainer.save_checkpoint(self.out_dir / "last.ckpt")
 
     def improves(self, val: dict) -> bool:
-        """Better on the primary metric; on a tie (e.g. 0 word accuracy on the plateau), lower CER."""
+        """Better on the primary metric; on a tie (e.g. 0 word accuracy on the plateau), better
+        on the task's tie-break metric."""
         if self.best is None:
             return True
         new, old = val[self.metric], self.best[self.metric]
         if new != old:
             return new > old if self.higher else new < old
-        return val.get("cer", 0.0) < self.best.get("cer", 0.0)
+        tie = self.spec.tie_break
+        if tie not in val or tie not in self.best:
+            return False
+        return val[tie] > self.best[tie] if self.spec.tie_break_higher else val[tie] < self.best[tie]
 
     def state_dict(self):
         return {"history": json.dumps(self.history), "best": json.dumps(self.best), "best_epoch": self.best_epoch,
-                "best_seconds": self.best_seconds, "elapsed": self.elapsed(),
+                "best_seconds": self.best_seconds, "elapsed": self.elapsed(), "finished": self.finished,
                 "cpu_elapsed": -1.0 if self.cpu_before is None else self.cpu_elapsed()}
 
     def load_state_dict(self, state):
         self.history, self.best = json.loads(state["history"]), json.loads(state["best"])
         self.best_epoch, self.best_seconds = state["best_epoch"], state["best_seconds"]
         self.elapsed_before = state["elapsed"]
+        self.finished = bool(state.get("finished", False))
         cpu = state.get("cpu_elapsed", -1.0)  # absent in checkpoints of older versions
         self.cpu_before = None if cpu < 0 else cpu
 
 
-def restore_if_finished(last: Path, recorder: RunRecorder, cfg: TrainConfig) -> bool:
+def restore_if_finished(last: Path, recorder: RunRecorder) -> bool:
     """True (and the recorder restored) when `last` already holds a finished run, as
     after a stop between the last epoch and writing result.json: Lightning would
-    refuse to fit a run that has nothing left to do."""
+    refuse to fit a run that has nothing left to do. The recorder's own state says
+    whether the run had finished (max_epochs, or early stopping past min_epochs)."""
     state = torch.load(last, map_location="cpu", weights_only=True)
-    callbacks = state.get("callbacks", {})
-    mine = callbacks.get(type(recorder).__qualname__)
-    if mine is None:
+    mine = state.get("callbacks", {}).get(type(recorder).__qualname__)
+    if mine is None or not mine.get("finished", False):
         return False
-    epochs = len(json.loads(mine["history"]))
-    waited = max((v.get("wait_count", 0) for k, v in callbacks.items() if k.startswith("EarlyStopping")), default=0)
-    if epochs >= cfg.max_epochs or (waited >= cfg.patience and epochs >= cfg.min_epochs):
-        recorder.load_state_dict(mine)
-        return True
-    return False
+    recorder.load_state_dict(mine)
+    return True
 
 
 def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None, rank: int = 0,
-           world_size: int = 1) -> DataLoader:
+           world_size: int = 1, num_workers: int = 0) -> DataLoader:
     """Training order (`seed` given): shuffled, in batches of similar length when the
     sources vary in length. Evaluation order: by length (scores are corpus-level).
     Under DDP (`world_size` > 1) each process gets its share, the same number of
@@ -244,43 +233,77 @@ def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None, ran
             order = np.resize(order[rank::world_size], -(-len(dataset) // world_size))
         sampler = order.tolist()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=seed is not None and sampler is None,
-                      collate_fn=task.collate, num_workers=0)
+                      collate_fn=with_teachers(task.collate), num_workers=num_workers,
+                      persistent_workers=num_workers > 0)
+
+
+def run_identity(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
+                 kd: list[KDTerm] | None, seed: int) -> dict:
+    """What a run folder holds: a folder is only ever resumed or returned for this same run."""
+    outputs = getattr(train_set, "outputs", {})
+    return json.loads(json.dumps({
+        "task": task.name, "kind": kind, "model": model_cfg,
+        "train": {k: v for k, v in asdict(cfg).items() if k not in TrainConfig.ENGINE},
+        "kd": [asdict(t) for t in kd] if kd else None,
+        "teachers": {name: out.meta["teacher_digest"] for name, out in outputs.items()},
+        "data": {"train": dataset_identity(train_set), "val": dataset_identity(val_set)},
+        "seed": seed}))
+
+
+def check_run_folder(out_dir: Path, identity: dict) -> None:
+    """Claim `out_dir` for the run `identity`, or refuse it when it holds another run."""
+    path = out_dir / "run.json"
+    if path.exists():
+        held = json.loads(path.read_text())
+        if held != identity:
+            what = ", ".join(k for k in identity if held.get(k) != identity.get(k))
+            raise InputError(f"{out_dir} holds another run (its {what} differ{'s' if ',' not in what else ''}); "
+                             "use another --out")
+        return
+    if any((out_dir / name).exists() for name in ("result.json", "last.ckpt", "best.safetensors")):
+        raise InputError(f"{out_dir} holds a run that does not say what it is (no run.json); use another --out")
+    atomic_write_json(path, identity)
 
 
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
-        out_dir: Path, kd: KDConfig | None = None, seed: int = 0, progress: bool = True) -> RunResult:
+        out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True) -> RunResult:
     """Train model `kind` (student | conventional | oracle) and return where its best weights are.
 
-    `train_set` must carry teacher log-probs (data.WithTeacher) when `kd` is given.
-    Re-run with the same `out_dir`, it resumes from `last.ckpt`; a finished run
-    (`result.json` present) is returned as it is.
+    `train_set` must carry the teachers' outputs (data.WithTeachers) that the `kd` terms name.
+    Re-run with the same `out_dir` and the same run, it resumes from `last.ckpt`; a finished
+    run (`result.json` present) is returned as it is; a folder that holds another run is refused.
     """
     out_dir = Path(out_dir)
+    missing = [t.teacher for t in kd or [] if t.teacher not in getattr(train_set, "outputs", {})]
+    if missing:
+        raise InputError(f"KD from {', '.join(missing)}: the training set carries no outputs of that teacher")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    check_run_folder(out_dir, run_identity(task, kind, model_cfg, train_set, val_set, cfg, kd, seed))
     done = out_dir / "result.json"
     if done.exists():  # the checkpoint is read beside result.json, so a run folder can be moved or copied
         res = RunResult(**json.loads(done.read_text()))
         return replace(res, checkpoint=str(out_dir / Path(res.checkpoint).name))
-    out_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(seed, workers=True, verbose=False)
     model = task.build_model(kind, model_cfg)
     meta = {"task": task.name, "kind": kind, "config": model_cfg,
-            "kd": asdict(kd) if kd else None, "seed": seed}
+            "kd": [asdict(t) for t in kd] if kd else None, "seed": seed}
 
     module = CTCModule(task, model, cfg, kd, train_set, val_set, seed)
-    recorder = RunRecorder(out_dir, task.metric, task.higher_is_better, meta)
-    mode = "max" if task.higher_is_better else "min"
+    recorder = RunRecorder(out_dir, task.metrics, meta, cfg)
+    mode = "max" if task.metrics.higher_is_better else "min"
     trainer = pl.Trainer(
-        accelerator="cpu", devices=cfg.devices, num_nodes=cfg.num_nodes,
+        accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision,
         strategy="ddp" if cfg.devices > 1 or cfg.num_nodes > 1 else "auto",
         use_distributed_sampler=False,  # `loader` shards the data itself, keeping length buckets whole
         max_epochs=cfg.max_epochs, min_epochs=min(cfg.min_epochs, cfg.max_epochs), gradient_clip_val=cfg.grad_clip,
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
-        callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metric}", patience=cfg.patience, mode=mode, strict=False), recorder],
+        callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metrics.primary}", patience=cfg.patience, mode=mode,
+                                              strict=False), recorder],
         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),
     )
     last = out_dir / "last.ckpt"
-    if not (last.exists() and restore_if_finished(last, recorder, cfg)):
+    if not (last.exists() and restore_if_finished(last, recorder)):
         trainer.fit(module, ckpt_path=str(last) if last.exists() else None, weights_only=True)
 
     result = RunResult(

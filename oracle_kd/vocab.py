@@ -11,13 +11,20 @@ BLANK = 0  # CTC blank index, shared by every task and model
 
 @dataclass(frozen=True)
 class Vocab:
-    """An ordered character set; label ids are 1..len(chars), 0 is the blank."""
+    """An ordered character set; label ids are 1..len(chars), 0 is the blank.
+
+    A character tokenizer (`oracle_kd.tasks.base.Tokenizer`): each label is one character."""
 
     chars: str
 
     @property
     def num_classes(self) -> int:
         return len(self.chars) + 1  # + blank
+
+    @property
+    def labels(self) -> list[str]:
+        """The string of each label id 1..num_classes-1 (blank excluded)."""
+        return list(self.chars)
 
     def encode(self, text: str) -> list[int]:
         """Label ids of `text`; raises KeyError naming the first character outside the set."""

@@ -67,9 +67,9 @@ def bench(task, cfg: dict, repeats: int = 15, batch_size: int = 64) -> dict:
 
 def train(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
     folder = task.prepare_data(cfg["data"], cache, progress=False)
-    skips = SkipLog()
-    train_set, val_set = (task.dataset(folder, s, skips, train=s == "train") for s in ("train", "val"))
-    res = fit(task, "oracle", variants(task.name, cfg, name)[name], train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
+    skips, model_cfg = SkipLog(), variants(task.name, cfg, name)[name]
+    train_set, val_set = (task.dataset(folder, s, skips, train=s == "train", model_cfg=model_cfg) for s in ("train", "val"))
+    res = fit(task, "oracle", model_cfg, train_set, val_set, from_dict(TrainConfig, cfg["train"]["oracle"]),
               out / name, seed=0, progress=False)
     return {"params": res.params, "epochs_to_best": res.epochs, "seconds_to_best": res.train_seconds,
             "validation": res.best_val}
@@ -77,8 +77,8 @@ def train(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
 
 def evaluate(task, cfg: dict, name: str, out: Path, cache: Path) -> dict:
     folder = task.prepare_data(cfg["data"], cache, progress=False)
-    test = task.dataset(folder, "test", SkipLog(), train=False)
-    task, model, _ = load_model(out / name / "best.safetensors")
+    task, model, meta = load_model(out / name / "best.safetensors")
+    test = task.dataset(folder, "test", SkipLog(), train=False, model_cfg=meta["config"])  # spans in its frames
     metrics, decoded = diagnostics.evaluate(task, model, test)
     return {"test": metrics, "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
             "copy_test": diagnostics.copy_test(task, model, test, limit=1000)}

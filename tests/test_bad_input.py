@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from oracle_kd.cli import main
-from oracle_kd.data import WithTeacher
+from oracle_kd.data import WithTeachers
 from oracle_kd.tasks import get_task
 from oracle_kd.data import ListDataset
-from oracle_kd.training import KDConfig, NonFiniteLoss, TrainConfig, fit
+from oracle_kd.config import KDTerm, TrainConfig
+from oracle_kd.training import NonFiniteLoss, fit
 
 from .conftest import TINY
 
@@ -63,10 +64,19 @@ def test_a_non_finite_loss_stops_training_and_names_the_step(tmp_path):
     task = get_task("scene-text")
     examples = [{"image": np.full((32, 128), i * 10, np.uint8), "text": "abc"} for i in range(8)]
     data = ListDataset(examples)
-    poisoned = np.full((8, 32, task.vocab.num_classes), np.nan, dtype=np.float16)
+
+    class Poisoned:  # a store entry whose log-probs are NaN: (log_probs, frames) per example
+        meta = {"teacher_digest": "poisoned"}
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            return np.full((32, task.vocab.num_classes), np.nan, dtype=np.float32), 32
+
     with pytest.raises(NonFiniteLoss, match=r"epoch 0, step 0"):
-        fit(task, "student", TINY["student"], WithTeacher(data, poisoned), data,
-            TrainConfig(max_epochs=1, batch_size=4), tmp_path / "run", kd=KDConfig(), progress=False)
+        fit(task, "student", TINY["student"], WithTeachers(data, {"t": Poisoned()}), data,
+            TrainConfig(max_epochs=1, batch_size=4), tmp_path / "run", kd=[KDTerm(teacher="t")], progress=False)
 
 
 def test_every_example_ctc_infeasible_is_one_clear_error(tmp_path):

@@ -9,7 +9,8 @@ import torch
 
 from oracle_kd.checkpoint import load_model
 from oracle_kd.cli import main
-from oracle_kd.experiment import ARMS, run_experiment
+from oracle_kd.config import PAPER_ARMS as ARMS
+from oracle_kd.experiment import run_experiment
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
 from oracle_kd.tasks.scene_text.formats import write_labels_tsv, write_lmdb
@@ -40,7 +41,7 @@ def test_smoke_results_follow_the_contract(smoke):
     for arm, s in on_disk["students"].items():
         acc = s["test"]["word_accuracy"]
         assert len(acc["runs"]) == 2 and acc["mean"] == pytest.approx(np.mean(acc["runs"]))
-        assert len(s["checkpoints"]) == 2 and (s["kd"] is None) == (arm == "student_ctc")
+        assert len(s["checkpoints"]) == 2 and (s["kd"] == []) == (arm == "student_ctc")
     assert len({s["params"] for s in on_disk["students"].values()}) == 1  # same student in every arm
 
 
@@ -58,7 +59,7 @@ def test_running_again_continues_instead_of_starting_over(smoke):
     out = root / "out"
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")}
     # one run lost its result (as if stopped mid-way): only it is trained again, from its last checkpoint
-    lost = out / "students" / "student_ctc" / "seed1" / "result.json"
+    lost = out / "students" / "student_ctc" / "default" / "seed1" / "result.json"
     lost.unlink()
     again = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False)
     assert lost.exists()
@@ -70,7 +71,7 @@ def test_running_again_continues_instead_of_starting_over(smoke):
 def test_a_run_trained_again_is_evaluated_again(smoke):
     root, _ = smoke
     out = root / "out"
-    run = out / "students" / "student_ctc" / "seed0"
+    run = out / "students" / "student_ctc" / "default" / "seed0"
     evaluation = json.loads((run / "evaluation.json").read_text())
     evaluation["test"]["word_accuracy"] = 7.0  # a stale figure, as if from an earlier training of this run
     (run / "evaluation.json").write_text(json.dumps(evaluation))
@@ -84,13 +85,39 @@ def test_a_run_trained_again_is_evaluated_again(smoke):
     assert kept.read_text() == kept_before  # the other runs are not evaluated again
 
 
-def test_another_preset_or_override_in_the_same_folder_is_refused(smoke, capsys):
+def test_a_changed_setting_is_refused_by_the_run_folder_that_holds_another(smoke, capsys):
     root, _ = smoke
     common = ["--out", str(root / "out"), "--cache", str(root / "cache"), "--no-progress"]
-    assert main(["experiment", "--task", "scene-text", "--preset", "quick", *common]) == 2
     assert main(["experiment", "--task", "scene-text", "--preset", "smoke", "--set", "models.oracle.target_context=3",
                  *common]) == 2
-    assert "holds a different experiment" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "teachers/oracle holds another run (its model differs)" in err and "Traceback" not in err
+    assert main(["experiment", "--task", "scene-text", "--preset", "quick", *common]) == 2
+    assert "teachers/conventional holds another run (its model, train, data differ)" in capsys.readouterr().err
+
+
+def test_an_added_arm_reuses_every_run_it_does_not_change_and_tunes_on_validation(smoke):
+    root, _ = smoke
+    out = root / "out"
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")}
+    arm = ("arms.student_combo={kd: [{method: frame, teacher: conventional}, {method: alignment, teacher: oracle}], "
+           "grid: [{tau: 1.0}, {tau: 3.0}]}")
+    # every arm's grid must have the same size: the others get two points too, so they are trained anew
+    more = [arm, "grid.kd=[{tau: 2.0, weight: 1.0}, {tau: 1.0, weight: 1.0}]", "grid.plain=[{}, {lr: 0.003}]"]
+    results = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False,
+                             overrides=more)
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if "teachers" in p.parts)  # teachers reused
+    combo = results["students"]["student_combo"]
+    assert [t["method"] for t in combo["kd"]] == ["frame", "alignment"] and combo["teachers"] == ["conventional", "oracle"]
+    scores = combo["tuning"]["validation"]
+    assert len(scores) == 2 and combo["tuning"]["chosen"] == combo["tuning"]["grid"][int(scores[1] > scores[0])]
+    assert combo["runs"][0]["validation"]["word_accuracy"] == max(scores)  # the chosen trial is the seed-0 run
+    ctc = results["students"]["student_ctc"]
+    assert ctc["tuning"]["grid"] == [{}, {"lr": 0.003}] and len(ctc["runs"]) == 2
+    unchanged = out / "students" / "student_ctc" / "default" / "seed0" / "best.safetensors"
+    assert unchanged.stat().st_mtime_ns == before[unchanged]  # the point it had before is the same run
+    pairs = results["paired_bootstrap"]["pairs"]
+    assert "student_combo - student_ctc" in pairs and "student_combo - student_kd_conventional" in pairs
 
 
 def test_evaluate_reads_both_user_formats(smoke, tmp_path, capsys):
@@ -153,7 +180,7 @@ def test_a_unit_another_process_holds_is_left_for_later_and_the_rest_goes_on(smo
     root, _ = smoke
     out = tmp_path / "out"
     shutil.copytree(root / "out", out)
-    held, free = out / "students" / "student_ctc" / "seed1", next((out / "students").glob("student_kd_conventional_*")) / "seed1"
+    held, free = out / "students" / "student_ctc" / "default" / "seed1", out / "students" / "student_kd_conventional" / "tau2_weight1" / "seed1"
     for run in (held, free):  # two unfinished runs
         for name in ("result.json", "evaluation.json", "best.safetensors", "last.ckpt"):
             (run / name).unlink(missing_ok=True)

@@ -8,7 +8,8 @@ import pytest
 import soundfile
 
 from oracle_kd.cli import main
-from oracle_kd.experiment import ARMS, run_experiment
+from oracle_kd.config import PAPER_ARMS as ARMS
+from oracle_kd.experiment import run_experiment
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
 from oracle_kd.tasks.speech.formats import write_manifest

@@ -20,18 +20,32 @@ def tiny_data(n=16):
     return ListDataset([{"image": rng.integers(0, 256, (32, 128), dtype=np.uint8), "text": "ab1"} for _ in range(n)])
 
 
-def test_a_stopped_run_resumes_from_its_last_checkpoint(tmp_path):
+class SessionEnded(RuntimeError):
+    pass
+
+
+def test_a_stopped_run_resumes_from_its_last_checkpoint(tmp_path, monkeypatch):
+    from oracle_kd.training import RunRecorder
+
     task, data = get_task("scene-text"), tiny_data()
     out = tmp_path / "run"
-    cfg = dict(batch_size=8, warmup_steps=1, patience=5)
-    first = fit(task, "student", TINY["student"], data, data, TrainConfig(max_epochs=1, **cfg), out, progress=False)
-    assert len(first.history) == 1
-    # as if the session had ended after epoch 1 of 3: the result is gone, last.ckpt remains
-    (out / "result.json").unlink()
-    resumed = fit(task, "student", TINY["student"], data, data, TrainConfig(max_epochs=3, **cfg), out, progress=False)
+    cfg = TrainConfig(max_epochs=3, batch_size=8, warmup_steps=1, patience=5)
+    record = RunRecorder.on_train_epoch_end
+
+    def end_after_epoch_1(self, trainer, pl_module):  # as if the session ended once epoch 1 was saved
+        record(self, trainer, pl_module)
+        raise SessionEnded
+
+    monkeypatch.setattr(RunRecorder, "on_train_epoch_end", end_after_epoch_1)
+    with pytest.raises(SessionEnded):
+        fit(task, "student", TINY["student"], data, data, cfg, out, progress=False)
+    first = json.loads((out / "history.json").read_text())
+    assert len(first) == 1 and not (out / "result.json").exists() and (out / "last.ckpt").exists()
+    monkeypatch.setattr(RunRecorder, "on_train_epoch_end", record)
+    resumed = fit(task, "student", TINY["student"], data, data, cfg, out, progress=False)
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
-    assert resumed.history[0] == first.history[0]  # epoch 1 was not trained again
-    assert resumed.total_seconds >= first.total_seconds  # wall time accumulates across sessions
+    assert resumed.history[0] == first[0]  # epoch 1 was not trained again
+    assert resumed.total_seconds >= first[0]["seconds"]  # wall time accumulates across sessions
     cpu = [h["cpu_seconds"] for h in resumed.history]  # so does this process's CPU time
     assert 0 < cpu[0] < cpu[1] < cpu[2] and cpu[2] <= resumed.total_seconds * 64
     assert json.loads((out / "result.json").read_text())["history"] == resumed.history
@@ -49,6 +63,35 @@ def test_a_finished_run_is_returned_as_it_is(tmp_path):
     (tmp_path / "run").rename(tmp_path / "moved")
     moved = fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "moved", progress=False)
     assert moved.checkpoint == str(tmp_path / "moved" / "best.safetensors") and moved.history == first.history
+
+
+def test_a_folder_holding_another_run_is_refused_by_name(tmp_path):
+    from oracle_kd.io import InputError
+
+    task, data = get_task("scene-text"), tiny_data()
+    cfg = TrainConfig(max_epochs=1, batch_size=8, warmup_steps=1)
+    fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "run", progress=False)
+    with pytest.raises(InputError, match="holds another run \\(its kind, model differ\\)"):
+        fit(task, "conventional", TINY["conventional"], data, data, cfg, tmp_path / "run", progress=False)
+    with pytest.raises(InputError, match="holds another run \\(its data differs\\)"):
+        fit(task, "student", TINY["student"], tiny_data(8), data, cfg, tmp_path / "run", progress=False)
+    with pytest.raises(InputError, match="holds another run \\(its seed differs\\)"):
+        fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "run", seed=1, progress=False)
+
+
+def test_training_runs_in_bf16_mixed_precision_on_the_cpu(tmp_path):
+    from dataclasses import replace
+
+    task, data = get_task("scene-text"), tiny_data()
+    cfg = TrainConfig(max_epochs=1, batch_size=8, warmup_steps=1, accelerator="cpu", precision="bf16-mixed")
+    res = fit(task, "student", TINY["student"], data, data, cfg, tmp_path / "bf16", progress=False)
+    assert res.history[0]["train_loss"] > 0 and np.isfinite(res.history[0]["train_loss"])
+    identity = json.loads((tmp_path / "bf16" / "run.json").read_text())
+    assert identity["train"]["precision"] == "bf16-mixed" and "accelerator" not in identity["train"]
+    # the same run in 32-bit precision is another run, not this one's result
+    other = fit(task, "student", TINY["student"], data, data, replace(cfg, precision="32-true"), tmp_path / "fp32",
+                progress=False)
+    assert other.history[0]["train_loss"] != res.history[0]["train_loss"]
 
 
 def test_length_buckets_cover_every_example_once_and_cut_padding():

@@ -99,6 +99,9 @@ class OracleTeacher(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, num_classes)
 
+    def frame_count(self, source_length: int) -> int:
+        return self.source_encoder.frame_count(source_length)  # the decoder keeps the encoder's frames
+
     def forward(self, sources, source_lengths, targets, target_lengths):
         feats, frame_lengths = self.source_encoder(sources, source_lengths)
         frames = self.source_proj(feats)

@@ -13,7 +13,7 @@ import numpy as np
 from PIL import Image
 
 IMAGE_HEIGHT = 32  # pixels; the CRNN family's standard input height
-IMAGE_WIDTH = 128  # pixels; 4x horizontal downsampling gives 32 CTC frames
+IMAGE_WIDTH = 128  # pixels; the presets' width pools (4x) give 32 CTC frames
 CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"  # the label set (blank excluded)
 
 

@@ -2,8 +2,10 @@
 CRNN family (CNN + BiLSTM + CTC) for students and conventional teachers, and
 the Oracle Teacher's image source encoder.
 
-All image models downsample width by the same factor (the product of the
-width pools), so teacher and student frames line up one to one.
+Every model downsamples width by the product of its width pools
+(`width_stride`) and says how many frames it emits (`frame_count`); the
+presets give teachers and students the same pools, so their frames line up
+one to one.
 """
 
 from __future__ import annotations
@@ -33,10 +35,24 @@ class CRNNConfig:
 
 
 def width_stride(cfg: ConvConfig) -> int:
+    """Pixels of width per output frame: the product of the width pools."""
     stride = 1
     for pool in cfg.pools:
         stride *= int(pool.split("x")[1])
     return stride
+
+
+def conv_config(model_cfg: dict) -> ConvConfig:
+    """The CNN of any scene-text model config: a CRNN's `cnn`, an Oracle Teacher's `encoder`."""
+    from oracle_kd.config import from_dict
+
+    return from_dict(ConvConfig, model_cfg.get("encoder", model_cfg.get("cnn")))
+
+
+def frame_count(cfg: ConvConfig, width: int) -> int:
+    """Frames a CNN of config `cfg` emits for an image `width` pixels wide: the pools
+    floor at every stage, and nested floors of integer divisions are one floor."""
+    return width // width_stride(cfg)
 
 
 class BasicBlock(nn.Module):
@@ -74,12 +90,15 @@ class ConvFrames(nn.Module):
             if (ph, pw) != (1, 1):
                 layers.append(nn.MaxPool2d((ph, pw), (ph, pw)))
         self.body = nn.Sequential(*layers)
-        self.stride = width_stride(cfg)
+        self.cfg = cfg
         self.out_dim = cin
+
+    def frame_count(self, source_length: int) -> int:
+        return frame_count(self.cfg, source_length)
 
     def forward(self, images, image_widths):
         feats = self.body(images).mean(dim=2)  # average the remaining height: (batch, C, frames)
-        return feats.transpose(1, 2), image_widths // self.stride
+        return feats.transpose(1, 2), frame_count(self.cfg, image_widths)
 
 
 class CRNN(nn.Module):
@@ -96,6 +115,10 @@ class CRNN(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(2 * cfg.rnn_hidden, num_classes)
+
+    def frame_count(self, source_length: int) -> int:
+        """Frames emitted for an image `source_length` pixels wide."""
+        return self.cnn.frame_count(source_length)
 
     def forward(self, sources, source_lengths, targets=None, target_lengths=None):
         frames, frame_lengths = self.cnn(sources, source_lengths)

@@ -9,19 +9,24 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oracle_kd.data import Batch, ListDataset, add_teacher, pad_targets
+from oracle_kd.data import Batch, ListDataset, pad_targets
 from oracle_kd.skips import SkipLog, require_usable
+from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
 from oracle_kd.tasks.scene_text.images import CHARSET, IMAGE_HEIGHT, IMAGE_WIDTH, normalize_label
+from oracle_kd.tasks.scene_text.models import conv_config, frame_count, width_stride
+from oracle_kd.tasks.spans import pad_label_spans
 from oracle_kd.vocab import Vocab, ctc_min_frames
-
-STRIDE = 4  # width downsampling of every scene-text model: 128 px -> 32 frames
 
 
 class SceneTextTask:
     name = "scene-text"
-    vocab = Vocab(CHARSET)
-    metric = "word_accuracy"
-    higher_is_better = True
+    metrics = MetricSpec(primary="word_accuracy", higher_is_better=True, tie_break="cer", tie_break_higher=False,
+                         blank_score={"word_accuracy": 0.0, "cer": 1.0})
+    metric, higher_is_better = metrics.primary, metrics.higher_is_better  # aliases the core still reads
+    tokenizer = Vocab(CHARSET)
+    vocab = tokenizer  # alias the core still reads
+    input_kind = "files"  # image files
+    inference_command = "recognize"
 
     def prepare_data(self, data_cfg: dict, cache_root: Path, progress: bool = True) -> Path:
         from oracle_kd.config import from_dict
@@ -34,15 +39,18 @@ class SceneTextTask:
         folder = Path(cache_root) / "scene-text" / hashlib.sha1(key.encode()).hexdigest()[:12]
         return render_dataset(cfg, folder, workers=2, progress=progress)
 
-    def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False) -> Dataset:
-        frames = IMAGE_WIDTH // STRIDE
+    def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
+                model_cfg: dict | None = None) -> Dataset:
+        """See `Task.dataset`; `model_cfg` None: the `quick` preset's student config."""
+        model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is not None:
-            return RenderedSplit(Path(path), split, self.vocab)
+            return RenderedSplit(Path(path), split, pixels_per_frame=width_stride(conv_config(model_cfg)))
         from oracle_kd.tasks.scene_text.formats import read_examples
 
+        frames = self.frame_count(IMAGE_WIDTH, model_cfg)  # every image is stretched to IMAGE_WIDTH
         examples, before = [], len(skips)
         for ex in read_examples(Path(path), skips, max_label_length=frames):
-            ids = self.vocab.encode(ex.label)
+            ids = self.tokenizer.encode(ex.label)
             if ctc_min_frames(ids) > frames:
                 skips.add(ex.source, f"label {ex.label!r} needs {ctc_min_frames(ids)} CTC frames, the models have {frames}")
                 continue
@@ -71,6 +79,11 @@ class SceneTextTask:
         return [{"image": rng.integers(0, 256, (IMAGE_HEIGHT, IMAGE_WIDTH), dtype=np.uint8), "text": "",
                  "source": f"example-{i}"} for i in range(n)]
 
+    def export_spec(self) -> ExportSpec:
+        """Float images (batch, 1, IMAGE_HEIGHT, width) in [-1, 1] and their widths in pixels."""
+        return ExportSpec(input_names=("sources", "source_lengths"), input_dtypes=("float32", "int64"),
+                          dynamic_axes={"sources": {0: "batch", 3: "width"}, "source_lengths": {0: "batch"}})
+
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: float images in [-1, 1] and their widths."""
         batch = self.collate(examples)
@@ -79,49 +92,48 @@ class SceneTextTask:
     def collate(self, examples: list[dict]) -> Batch:
         images = np.stack([e["image"] for e in examples])
         sources = torch.from_numpy(images).float().unsqueeze(1) / 127.5 - 1.0  # (batch, 1, H, W) in [-1, 1]
-        targets, target_lengths = pad_targets([self.vocab.encode(e["text"]) for e in examples])
-        spans = None
-        if "spans" in examples[0]:
-            spans = torch.full((len(examples), targets.shape[1], 2), float("nan"))
-            for row, e in enumerate(examples):
-                s = torch.as_tensor(e["spans"][: len(e["text"])], dtype=torch.float32) / STRIDE
-                spans[row, : len(s)] = s
-        batch = Batch(
+        targets, target_lengths = pad_targets([self.tokenizer.encode(e["text"]) for e in examples])
+        return Batch(
             sources=sources,
             source_lengths=torch.full((len(examples),), images.shape[2], dtype=torch.long),
             targets=targets,
             target_lengths=target_lengths,
             texts=[e["text"] for e in examples],
             indices=torch.tensor([e.get("index", -1) for e in examples]),
-            spans=spans,
+            spans=pad_label_spans(examples, targets.shape[1]),
         )
-        return add_teacher(batch, examples)
 
     def build_model(self, kind: str, cfg: dict) -> torch.nn.Module:
         from oracle_kd.tasks.scene_text.models import build_model
 
-        return build_model(kind, cfg, self.vocab.num_classes)
+        return build_model(kind, cfg, self.tokenizer.num_classes)
 
     def frame_count(self, source_length: int, model_cfg: dict) -> int:
-        return source_length // STRIDE
+        """Frames a model of config `model_cfg` emits for an image `source_length` pixels wide."""
+        return frame_count(conv_config(model_cfg), source_length)
 
     def score(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
         import jiwer
 
+        if not references:
+            return dict(self.metrics.blank_score)
         hyps = [normalize_label(h) for h in hypotheses]
         refs = [normalize_label(r) for r in references]
-        if not refs:
-            return {"word_accuracy": 0.0, "cer": 1.0}
         accuracy = sum(h == r for h, r in zip(hyps, refs)) / len(refs)
         return {"word_accuracy": accuracy, "cer": float(jiwer.cer(refs, hyps))}
 
+    def example_errors(self, hypotheses: list[str], references: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(1.0 per wrong word after normalize_label, else 0.0; 1.0 each): 1 - word accuracy."""
+        errors = [float(normalize_label(h) != normalize_label(r)) for h, r in zip(hypotheses, references)]
+        return np.array(errors, dtype=np.float64), np.ones(len(errors), dtype=np.float64)
+
     def plot_spikes(self, ax, example, title, label_ids, spike_frames, frames):
-        ax.imshow(example["image"], cmap="gray", aspect="auto", extent=(0, IMAGE_WIDTH, IMAGE_WIDTH // 4, 0))
+        ax.imshow(example["image"], cmap="gray", aspect="auto", extent=(0, IMAGE_WIDTH, IMAGE_HEIGHT, 0))
         scale = IMAGE_WIDTH / frames
         for k, t in zip(label_ids, spike_frames):
             x = (t + 0.5) * scale
             ax.axvline(x, color="red", lw=0.8)
-            ax.text(x, 2, self.vocab.decode([k]), color="yellow", fontsize=8, ha="center", va="top",
+            ax.text(x, 2, self.tokenizer.decode([k]), color="yellow", fontsize=8, ha="center", va="top",
                     bbox=dict(facecolor="black", alpha=0.6, pad=0.5, lw=0))
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_xticks([])
@@ -129,18 +141,23 @@ class SceneTextTask:
 
 
 class RenderedSplit(Dataset):
-    """One split of the generated cache, memory-mapped (see render.py for the layout)."""
+    """One split of the generated cache, memory-mapped (see render.py for the layout).
 
-    def __init__(self, folder: Path, split: str, vocab: Vocab):
+    Each example's `label_spans` (labels, 2) are its characters' x-extents in frame
+    units of a model that emits one frame per `pixels_per_frame` pixels."""
+
+    def __init__(self, folder: Path, split: str, pixels_per_frame: int):
         self.images = np.load(folder / f"{split}_images.npy", mmap_mode="r")
-        self.spans = np.load(folder / f"{split}_spans.npy", mmap_mode="r")
+        self.spans = np.load(folder / f"{split}_spans.npy", mmap_mode="r")  # pixels, -1 past the label
         self.texts = [normalize_label(t) for t in json.loads((folder / f"{split}_texts.json").read_text())]
-        self.source = f"{folder}:{split}"
+        self.source, self.pixels_per_frame = f"{folder}:{split}", pixels_per_frame
 
     def __len__(self):
         return len(self.texts)
 
     def __getitem__(self, i):
-        return {"image": np.array(self.images[i]), "text": self.texts[i], "spans": np.array(self.spans[i]),
+        text = self.texts[i]
+        return {"image": np.array(self.images[i]), "text": text,
+                "label_spans": np.array(self.spans[i][: len(text)], dtype=np.float32) / self.pixels_per_frame,
                 "index": i, "source": f"{self.source}:{i}"}
 

@@ -71,6 +71,11 @@ def load_audio(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def feature_frames(samples):
+    """Log-mel frames of `samples` samples (an int or a tensor): centred every HOP_LENGTH from sample 0."""
+    return 1 + samples // HOP_LENGTH
+
+
 def mel_filterbank(
     n_freqs: int = N_FREQS, n_mels: int = N_MELS, sample_rate: int = SAMPLE_RATE
 ) -> torch.Tensor:
@@ -121,7 +126,7 @@ class LogMel(torch.nn.Module):
         waveform = waveform * (samples[None, :] < lengths[:, None]).to(waveform.dtype)
         power = self._power_spectrum(waveform)  # (batch, N_FREQS, frames)
         mel = torch.matmul(self.mel_basis, power)  # (batch, N_MELS, frames)
-        return torch.log(mel + LOG_FLOOR).transpose(1, 2), 1 + lengths // HOP_LENGTH
+        return torch.log(mel + LOG_FLOOR).transpose(1, 2), feature_frames(lengths)
 
     def _power_spectrum(self, waveform: torch.Tensor) -> torch.Tensor:
         kwargs = dict(n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=WIN_LENGTH, window=self.window,

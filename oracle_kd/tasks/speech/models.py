@@ -1,12 +1,14 @@
 """Speech models: the QuartzNet family (Kriman et al., 2020) for students and
 conventional teachers, and the Oracle Teacher's convolutional subsampling
-source encoder. Every model here halves the frame rate once (10 ms feature
-frames -> 20 ms CTC frames), so teacher and student frames line up.
+source encoder. Every model divides the frame rate once, by its config's
+`stride` (default 2: 10 ms feature frames -> 20 ms CTC frames), and says how
+many frames it emits (`frame_count`); the presets give teachers and students
+the same stride, so their frames line up.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
@@ -14,24 +16,35 @@ from torch import nn
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
 from oracle_kd.tasks.speech.audio import N_MELS
 
-STRIDE = 2  # feature frames per CTC frame
-
 
 @dataclass
 class QuartzNetConfig:
-    prologue: list[int] = field(default_factory=lambda: [128, 33])  # channels, kernel; stride STRIDE
+    prologue: list[int] = field(default_factory=lambda: [128, 33])  # channels, kernel; stride `stride`
     blocks: list[list[int]] = field(default_factory=lambda: [[128, 33], [128, 39], [192, 51], [192, 63], [192, 75]])
     block_repeat: int = 1  # S: how many times each block is repeated
     sub_blocks: int = 2  # R: separable conv sub-blocks per block
     epilogue: list[int] = field(default_factory=lambda: [256, 87])  # channels, kernel (dilation 2)
     head_channels: int = 384  # 1x1 conv before the CTC head
     dropout: float = 0.1
+    stride: int = 2  # feature frames per CTC frame (the prologue's stride)
 
 
 @dataclass
 class SubsamplingConfig:
     channels: int = 192
-    kernels: list[int] = field(default_factory=lambda: [11, 5])  # the first conv has stride STRIDE
+    kernels: list[int] = field(default_factory=lambda: [11, 5])  # the first conv has stride `stride`
+    stride: int = 2  # feature frames per CTC frame
+
+
+def frame_stride(model_cfg: dict) -> int:
+    """Feature frames per CTC frame of any speech model config: a QuartzNet's `stride`,
+    an Oracle Teacher's `encoder.stride`."""
+    from oracle_kd.config import from_dict
+
+    oracle_keys = {f.name for f in fields(OracleConfig)} | {"encoder"}
+    if oracle_keys & set(model_cfg):
+        return from_dict(SubsamplingConfig, model_cfg.get("encoder")).stride
+    return from_dict(QuartzNetConfig, model_cfg).stride
 
 
 def separable(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -63,20 +76,22 @@ class JasperBlock(nn.Module):
         return h
 
 
-def conv_out_length(lengths: torch.Tensor, stride: int) -> torch.Tensor:
-    """Frames after a 'same'-padded odd-kernel convolution with this stride: ceil(T / stride)."""
+def conv_out_length(lengths, stride: int):
+    """Frames after a 'same'-padded odd-kernel convolution with this stride: ceil(T / stride)
+    (`lengths` an int or a tensor)."""
     return (lengths + stride - 1) // stride
 
 
 class QuartzNet(nn.Module):
-    """features (batch, frames, N_MELS) -> CTC log-probs (batch, frames / STRIDE, classes)."""
+    """features (batch, frames, N_MELS) -> CTC log-probs (batch, ceil(frames / stride), classes)."""
 
     needs_targets = False
 
     def __init__(self, num_classes: int, cfg: QuartzNetConfig):
         super().__init__()
         c, k = cfg.prologue
-        layers = [separable(N_MELS, c, k, stride=STRIDE), nn.ReLU()]
+        self.stride = cfg.stride
+        layers = [separable(N_MELS, c, k, stride=cfg.stride), nn.ReLU()]
         for channels, kernel in cfg.blocks:
             for _ in range(cfg.block_repeat):
                 layers.append(JasperBlock(c, channels, kernel, cfg.sub_blocks, cfg.dropout))
@@ -87,26 +102,35 @@ class QuartzNet(nn.Module):
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv1d(cfg.head_channels, num_classes, 1)
 
+    def frame_count(self, source_length: int) -> int:
+        """CTC frames for `source_length` feature frames."""
+        return conv_out_length(source_length, self.stride)
+
     def forward(self, sources, source_lengths, targets=None, target_lengths=None):
         h = self.head(self.body(sources.transpose(1, 2)))  # (batch, classes, frames)
-        return h.transpose(1, 2).log_softmax(-1), conv_out_length(source_lengths, STRIDE)
+        return h.transpose(1, 2).log_softmax(-1), conv_out_length(source_lengths, self.stride)
 
 
 class ConvSubsampling(nn.Module):
-    """The Oracle Teacher's source encoder: 1-D convolutions over log-mel frames, stride STRIDE."""
+    """The Oracle Teacher's source encoder: 1-D convolutions over log-mel frames, the first with stride `stride`."""
 
     def __init__(self, cfg: SubsamplingConfig):
         super().__init__()
+        self.stride = cfg.stride
         layers, cin = [], N_MELS
         for i, kernel in enumerate(cfg.kernels):
-            layers += [nn.Conv1d(cin, cfg.channels, kernel, stride=STRIDE if i == 0 else 1, padding=kernel // 2),
+            layers += [nn.Conv1d(cin, cfg.channels, kernel, stride=cfg.stride if i == 0 else 1, padding=kernel // 2),
                        nn.BatchNorm1d(cfg.channels), nn.ReLU()]
             cin = cfg.channels
         self.body = nn.Sequential(*layers)
         self.out_dim = cfg.channels
 
+    def frame_count(self, source_length: int) -> int:
+        """CTC frames for `source_length` feature frames."""
+        return conv_out_length(source_length, self.stride)
+
     def forward(self, sources, source_lengths):
-        return self.body(sources.transpose(1, 2)).transpose(1, 2), conv_out_length(source_lengths, STRIDE)
+        return self.body(sources.transpose(1, 2)).transpose(1, 2), conv_out_length(source_lengths, self.stride)
 
 
 def build_model(kind: str, cfg: dict, num_classes: int) -> nn.Module:

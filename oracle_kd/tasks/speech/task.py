@@ -10,21 +10,31 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oracle_kd.data import Batch, ListDataset, add_teacher, pad_targets
+from oracle_kd.data import Batch, ListDataset, pad_targets
 from oracle_kd.skips import SkipLog, require_usable
-from oracle_kd.tasks.speech.audio import HOP_LENGTH, SAMPLE_RATE, LogMel, spec_augment
-from oracle_kd.tasks.speech.models import STRIDE
+from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
+from oracle_kd.tasks.spans import pad_label_spans
+from oracle_kd.tasks.speech.audio import HOP_LENGTH, SAMPLE_RATE, LogMel, feature_frames, spec_augment
+from oracle_kd.tasks.speech.models import conv_out_length, frame_stride
 from oracle_kd.vocab import Vocab, ctc_min_frames
 
 CHARSET = "abcdefghijklmnopqrstuvwxyz' "  # the label set (blank excluded); space separates words
-CTC_FRAMES_PER_SECOND = SAMPLE_RATE / HOP_LENGTH / STRIDE  # 50: one CTC frame per 20 ms
+
+
+def frames_per_second(model_cfg: dict) -> float:
+    """CTC frames per second of audio of a model of this config (stride 2: 50, one per 20 ms)."""
+    return SAMPLE_RATE / HOP_LENGTH / frame_stride(model_cfg)
 
 
 class SpeechTask:
     name = "speech"
-    vocab = Vocab(CHARSET)
-    metric = "wer"
-    higher_is_better = False
+    metrics = MetricSpec(primary="wer", higher_is_better=False, tie_break="cer", tie_break_higher=False,
+                         blank_score={"wer": 1.0, "cer": 1.0})
+    metric, higher_is_better = metrics.primary, metrics.higher_is_better  # aliases the core still reads
+    tokenizer = Vocab(CHARSET)
+    vocab = tokenizer  # alias the core still reads
+    input_kind = "files"  # audio files
+    inference_command = "transcribe"
 
     def __init__(self):
         self.frontend = LogMel()
@@ -37,15 +47,18 @@ class SpeechTask:
         return synthesize_dataset(from_dict(SpeechConfig, data_cfg), Path(cache_root) / "speech" / key,
                                   workers=2, progress=progress, text_cache=Path(cache_root) / "speech" / "text")
 
-    def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False) -> Dataset:
+    def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
+                model_cfg: dict | None = None) -> Dataset:
+        """See `Task.dataset`; `model_cfg` None: the `quick` preset's student config."""
+        model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is not None:
-            return SynthSplit(Path(path), split, augment=train)
+            return SynthSplit(Path(path), split, augment=train, frames_per_second=frames_per_second(model_cfg))
         from oracle_kd.tasks.speech.formats import read_utterances
 
         examples, before = [], len(skips)
         for utt in read_utterances(Path(path), skips):  # the CTC length check below uses the exact frame count
-            frames = self.frame_count(len(utt.audio), {})
-            need = ctc_min_frames(self.vocab.encode(utt.text))
+            frames = self.frame_count(len(utt.audio), model_cfg)
+            need = ctc_min_frames(self.tokenizer.encode(utt.text))
             if need > frames:
                 skips.add(utt.source, f"{len(utt.audio) / SAMPLE_RATE:.2f} s of audio gives {frames} CTC frames, "
                                       f"the transcript needs {need}")
@@ -72,8 +85,14 @@ class SpeechTask:
                  "source": f"example-{i}"} for i in range(n)]
 
     @staticmethod
-    def seconds(example: dict) -> float:
+    def duration_seconds(example: dict) -> float:
+        """How long an input lasts (for the real-time factor of inference)."""
         return len(example["audio"]) / SAMPLE_RATE
+
+    def export_spec(self) -> ExportSpec:
+        """Float32 16 kHz waveforms (batch, samples), zero-padded, and their lengths in samples."""
+        return ExportSpec(input_names=("sources", "source_lengths"), input_dtypes=("float32", "int64"),
+                          dynamic_axes={"sources": {0: "batch", 1: "samples"}, "source_lengths": {0: "batch"}})
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: padded 16 kHz waveforms and their lengths in samples."""
@@ -86,34 +105,47 @@ class SpeechTask:
             if any(e.get("augment") for e in examples):
                 rows = torch.tensor([bool(e.get("augment")) for e in examples])
                 features[rows] = spec_augment(features[rows], frame_lengths[rows])
-        targets, target_lengths = pad_targets([self.vocab.encode(e["text"]) for e in examples])
-        spans = None
-        if "word_spans" in examples[0]:
-            spans = torch.full((len(examples), targets.shape[1], 2), float("nan"))
-            for row, e in enumerate(examples):
-                spans[row, : len(e["text"])] = char_spans(e["text"], e["word_spans"]) * CTC_FRAMES_PER_SECOND
-        batch = Batch(sources=features, source_lengths=frame_lengths, targets=targets, target_lengths=target_lengths,
-                      texts=[e["text"] for e in examples],
-                      indices=torch.tensor([e.get("index", -1) for e in examples]), spans=spans)
-        return add_teacher(batch, examples)
+        targets, target_lengths = pad_targets([self.tokenizer.encode(e["text"]) for e in examples])
+        return Batch(sources=features, source_lengths=frame_lengths, targets=targets, target_lengths=target_lengths,
+                     texts=[e["text"] for e in examples],
+                     indices=torch.tensor([e.get("index", -1) for e in examples]),
+                     spans=pad_label_spans(examples, targets.shape[1]))
 
     def build_model(self, kind: str, cfg: dict) -> torch.nn.Module:
         from oracle_kd.tasks.speech.models import build_model
 
-        return build_model(kind, cfg, self.vocab.num_classes)
+        return build_model(kind, cfg, self.tokenizer.num_classes)
 
     def frame_count(self, source_length: int, model_cfg: dict) -> int:
-        """CTC frames for `source_length` audio samples."""
-        feature_frames = 1 + source_length // HOP_LENGTH
-        return (feature_frames + STRIDE - 1) // STRIDE
+        """CTC frames a model of config `model_cfg` emits for `source_length` audio samples
+        (the same derivation as the models' own `frame_count`, on the front end's frames)."""
+        return int(conv_out_length(feature_frames(source_length), frame_stride(model_cfg)))
 
     def score(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
         import jiwer
 
         if not references:
-            return {"wer": 1.0, "cer": 1.0}
+            return dict(self.metrics.blank_score)
         hyps = [h.strip() for h in hypotheses]
         return {"wer": float(jiwer.wer(references, hyps)), "cer": float(jiwer.cer(references, hyps))}
+
+    def example_errors(self, hypotheses: list[str], references: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(word edits, reference words) per utterance, from the alignment jiwer scores the
+        corpus WER with, so errors.sum() / units.sum() is `score`'s wer. An empty reference
+        (the data readers skip them) counts its hypothesis words as edits over 1 unit."""
+        import jiwer
+
+        errors, units = np.zeros(len(references)), np.ones(len(references))
+        rows = [i for i, r in enumerate(references) if r.split()]  # jiwer 3 refuses empty references
+        for i in set(range(len(references))) - set(rows):
+            errors[i] = len(hypotheses[i].split())  # every hypothesis word is an insertion
+        if rows:
+            out = jiwer.process_words([references[i] for i in rows], [hypotheses[i].strip() for i in rows])
+            for i, ref, chunks in zip(rows, out.references, out.alignments):
+                units[i] = max(1, len(ref))
+                errors[i] = sum(max(c.ref_end_idx - c.ref_start_idx, c.hyp_end_idx - c.hyp_start_idx)
+                                for c in chunks if c.type != "equal")
+        return errors, units
 
     def plot_spikes(self, ax, example, title, label_ids, spike_frames, frames):
         audio = torch.from_numpy(np.asarray(example["audio"], dtype=np.float32))[None]
@@ -122,10 +154,13 @@ class SpeechTask:
         ax.imshow(features[0].T.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, 80))
         for start, end in example.get("word_spans", []):
             ax.axvspan(start, end, color="cyan", alpha=0.08)
+        stride = max(1, round(feature_frames(audio.shape[1]) / frames))  # the model's feature frames per frame
+        seconds_per_frame = stride * HOP_LENGTH / SAMPLE_RATE
         for k, t in zip(label_ids, spike_frames):
-            x = (t + 0.5) / CTC_FRAMES_PER_SECOND
+            x = (t + 0.5) * seconds_per_frame
             ax.axvline(x, color="white", lw=0.6)
-            ax.text(x, 78, self.vocab.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center", va="top")
+            ax.text(x, 78, self.tokenizer.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center",
+                    va="top")
         ax.set_title(title, fontsize=8, loc="left")
         ax.set_yticks([])
 
@@ -168,13 +203,17 @@ def char_spans(text: str, word_spans) -> torch.Tensor:
 
 
 class SynthSplit(Dataset):
-    """One split of the synthesized corpus (see synth.py for the layout), memory-mapped."""
+    """One split of the synthesized corpus (see synth.py for the layout), memory-mapped.
 
-    def __init__(self, folder: Path, split: str, augment: bool):
+    Each example's `word_spans` are in seconds; its `label_spans` (labels, 2) give every
+    character its word's span in frame units of a model emitting `frames_per_second`."""
+
+    def __init__(self, folder: Path, split: str, augment: bool, frames_per_second: float):
         self.audio = np.load(folder / f"{split}_audio.npy", mmap_mode="r")
         self.offsets = np.load(folder / f"{split}_offsets.npy")
         self.meta = [json.loads(line) for line in (folder / f"{split}_meta.jsonl").read_text().splitlines() if line]
         self.augment, self.source = augment, f"{folder}:{split}"
+        self.frames_per_second = frames_per_second
 
     def __len__(self):
         return len(self.meta)
@@ -185,6 +224,7 @@ class SynthSplit(Dataset):
     def __getitem__(self, i):
         pcm = np.asarray(self.audio[self.offsets[i] : self.offsets[i + 1]], dtype=np.float32) / 32768.0
         m = self.meta[i]
-        return {"audio": pcm, "text": m["text"], "word_spans": m["word_spans"], "index": i,
+        return {"audio": pcm, "text": m["text"], "word_spans": m["word_spans"],
+                "label_spans": char_spans(m["text"], m["word_spans"]) * self.frames_per_second, "index": i,
                 "source": f"{self.source}:{i}", "augment": self.augment}
 

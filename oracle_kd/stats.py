@@ -1,0 +1,91 @@
+"""The numbers results.json reports beside raw metrics, as pure functions:
+seed spread, a paired bootstrap between arms over test examples, and how many
+epochs a learning curve needs to reach a target score.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+
+import numpy as np
+
+ROWS_PER_CHUNK = 256  # resamples scored at once: bounds the (rows, examples) temporaries to ~10 MB at 5,000 examples
+
+
+def spread(values: list[float]) -> dict:
+    """Mean, sample standard deviation (0 for one value) and the values themselves,
+    as results.json holds every test metric of a student arm."""
+    values = [float(v) for v in values]
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "runs": values}
+
+
+def paired_bootstrap(per_arm: dict[str, list[tuple[np.ndarray, np.ndarray]]], higher_is_better: bool,
+                     resamples: int = 2000, seed: int = 0, pairs: list[tuple[str, str]] | None = None) -> dict:
+    """Paired bootstrap over test examples (Koehn, 2004) between student arms.
+
+    per_arm: arm -> one (errors, units) pair of arrays per seed, each over the same
+    test examples in the same order, so that a seed's corpus error rate is
+    errors.sum() / units.sum() (a wrong word with unit 1 for word accuracy; word
+    edits over reference words for WER). An arm's score on a resample is the mean
+    over its seeds of each seed's corpus score on that resample (1 - the error rate
+    when higher_is_better). Every arm is scored on the same resamples.
+
+    pairs: (first, second) arms to compare; default every combination in the
+    order of per_arm. Returns "first - second" -> {"difference": observed score of
+    first minus second on the whole test set, "interval_95": 2.5 and 97.5
+    percentiles of the resampled differences, "share_first_not_better": the
+    share of resamples where first does not beat second (a tie counts)}.
+    """
+    n = check_examples(per_arm)
+    pairs = list(itertools.combinations(per_arm, 2)) if pairs is None else [tuple(p) for p in pairs]
+    unknown = {arm for pair in pairs for arm in pair} - set(per_arm)
+    if unknown:
+        raise ValueError(f"pairs name arms without errors: {sorted(unknown)}")
+    # drawn in one call, as scripts/paired_bootstrap.py always did: the same seed gives the same resamples
+    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    needed = list(dict.fromkeys(arm for pair in pairs for arm in pair))
+    observed = {arm: float(score(per_arm[arm], np.arange(n), higher_is_better)) for arm in needed}
+    resampled = {arm: np.concatenate([score(per_arm[arm], picks[i:i + ROWS_PER_CHUNK], higher_is_better)
+                                      for i in range(0, resamples, ROWS_PER_CHUNK)]) for arm in needed}
+    out = {}
+    for first, second in pairs:
+        diffs = resampled[first] - resampled[second]
+        not_better = diffs <= 0 if higher_is_better else diffs >= 0
+        out[f"{first} - {second}"] = {
+            "difference": observed[first] - observed[second],
+            "interval_95": [float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))],
+            "share_first_not_better": float(not_better.mean()),
+        }
+    return out
+
+
+def score(runs: list[tuple[np.ndarray, np.ndarray]], rows: np.ndarray, higher_is_better: bool) -> np.ndarray:
+    """Mean over seeds of each seed's corpus score on the examples `rows` ((n,) for one
+    set of examples, a scalar out; (resamples, n), one score per resample)."""
+    rates = [np.asarray(e)[rows].sum(axis=-1) / np.asarray(u)[rows].sum(axis=-1) for e, u in runs]
+    rate = np.mean(rates, axis=0)
+    return 1.0 - rate if higher_is_better else rate
+
+
+def check_examples(per_arm: dict) -> int:
+    """The number of test examples, the same for every seed of every arm."""
+    sizes = {arm: {len(e) for e, u in runs} | {len(u) for e, u in runs} for arm, runs in per_arm.items()}
+    empty = [arm for arm, runs in per_arm.items() if not runs]
+    if not per_arm or empty:
+        raise ValueError(f"every arm needs the errors of at least one seed (none for: {empty or 'any arm'})")
+    lengths = set().union(*sizes.values())
+    if len(lengths) != 1 or 0 in lengths:
+        raise ValueError(f"every seed of every arm must cover the same test examples; lengths found: {sizes}")
+    return lengths.pop()
+
+
+def epochs_to_reach(history: list[dict], key: str, target: float, higher_is_better: bool) -> int | None:
+    """The first epoch whose `key` (e.g. "val_word_accuracy") reaches `target` (>= when
+    higher is better, <= otherwise); None if none does. Rows without `key` are skipped."""
+    for row in history:
+        value = row.get(key)
+        if value is not None and (value >= target if higher_is_better else value <= target):
+            return int(row["epoch"])
+    return None

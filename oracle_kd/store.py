@@ -1,0 +1,136 @@
+"""The one store of frozen teachers' outputs, shared by `experiment` and `train --teacher`.
+
+A teacher's frame log-probabilities on a data set are computed once and kept
+under STORE/<key>/, where the key is a digest of the teacher checkpoint's bytes
+and the data set's identity: a different teacher, or the same teacher on other
+data, never finds another's outputs. Each entry holds every example's own frame
+count, float16 log-probs (or, with `top_k`, the k best labels per frame and
+their log-probs, for large vocabularies) and a `meta.json` that says what it is
+and how many bytes it takes on disk. Students read it memory-mapped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from oracle_kd.data import clean, dataset_identity
+from oracle_kd.io import InputError, atomic_path, atomic_write_json, claim, file_digest
+
+
+class TeacherOutputs:
+    """One store entry: outputs[i] -> (log_probs (frames_i, classes) float32, frames_i)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.meta = json.loads((self.folder / "meta.json").read_text())
+        self.frames = np.load(self.folder / "frames.npy")
+        self.values = np.load(self.folder / "log_probs.npy", mmap_mode="r")  # (examples, max frames, classes or k)
+        self.top_k = self.meta["top_k"]
+        self.classes = self.meta["classes"]
+        self.indices = np.load(self.folder / "indices.npy", mmap_mode="r") if self.top_k else None
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        n = int(self.frames[i])
+        values = np.asarray(self.values[i, :n], dtype=np.float32)
+        if not self.top_k:
+            return values, n
+        # the k best labels keep their log-probs; the rest of the mass is spread evenly over the others
+        rest = np.clip(1.0 - np.exp(values).sum(-1, keepdims=True), 1e-8, None)
+        dense = np.broadcast_to(np.log(rest / max(1, self.classes - self.top_k)), (n, self.classes)).copy()
+        np.put_along_axis(dense, np.asarray(self.indices[i, :n], dtype=np.int64), values, axis=-1)
+        return dense, n
+
+
+def teacher_outputs(store: str | Path, checkpoint: str | Path, task, dataset: Dataset, top_k: int | None = None,
+                    device: str | torch.device = "cpu", batch_size: int = 128, say=None) -> TeacherOutputs:
+    """The store entry of teacher `checkpoint` on `dataset`, computed (once, under a lock
+    that other processes wait on) when it is not there yet."""
+    from oracle_kd.checkpoint import load_model
+
+    digest, data = file_digest(checkpoint), dataset_identity(dataset)
+    key = hashlib.sha1(f"{digest}|{data}|{top_k or 0}".encode()).hexdigest()[:16]
+    folder = Path(store) / key
+    if not (folder / "meta.json").exists():
+        with claim(Path(store) / f".{key}.lock", wait=True):
+            if not (folder / "meta.json").exists():
+                teacher_task, model, meta = load_model(checkpoint, device=device)
+                if teacher_task.name != task.name:
+                    raise InputError(f"{checkpoint} is a {teacher_task.name} model, not {task.name}")
+                if say:
+                    say(f"teacher outputs of {checkpoint} on {len(dataset)} examples")
+                write_entry(folder, model, task, dataset, top_k, device, batch_size,
+                            {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "teacher_kind": meta["kind"],
+                             "data": data})
+    return TeacherOutputs(folder)
+
+
+@torch.inference_mode()
+def write_entry(folder: Path, model, task, dataset: Dataset, top_k: int | None, device, batch_size: int, meta: dict):
+    """Run the frozen teacher over clean (un-augmented) sources, in data set order; it is
+    given the labels if it reads them."""
+    from oracle_kd.diagnostics import summarize_chunk
+
+    model.eval()
+    chunks, frames, summary, classes = [], [], None, 0
+    with clean(dataset):
+        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=task.collate):
+            batch = batch.to(device)
+            log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+            log_probs, frame_lengths = log_probs.float().cpu(), frame_lengths.cpu()
+            classes = log_probs.shape[-1]
+            summary = summarize_chunk(log_probs, frame_lengths, summary)
+            if top_k:
+                values, indices = log_probs.topk(top_k, dim=-1)
+                chunks.append((values.half().numpy(), indices.to(torch.int32).numpy()))
+            else:
+                chunks.append((log_probs.half().numpy(), None))
+            frames += frame_lengths.tolist()
+    longest, width = max(c[0].shape[1] for c in chunks), chunks[0][0].shape[2]
+    values = np.zeros((len(frames), longest, width), dtype=np.float16)  # padding frames stay all zeros
+    indices = np.zeros((len(frames), longest, width), dtype=np.int32) if top_k else None
+    row = 0
+    for v, ix in chunks:
+        for r in range(len(v)):
+            n = frames[row + r]
+            values[row + r, :n] = v[r, :n]
+            if top_k:
+                indices[row + r, :n] = ix[r, :n]
+        row += len(v)
+    folder.mkdir(parents=True, exist_ok=True)
+    arrays = {"log_probs.npy": values, "frames.npy": np.asarray(frames, dtype=np.int64)}
+    if top_k:
+        arrays["indices.npy"] = indices
+    for name, array in arrays.items():
+        with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
+            np.save(f, array)
+    size = sum((folder / name).stat().st_size for name in arrays)
+    atomic_write_json(folder / "meta.json", {**meta, "examples": len(frames), "classes": classes,
+                                             "top_k": top_k, "dtype": "float16", "bytes": size,
+                                             "posteriors": finish_summary(summary)})
+
+
+def finish_summary(summary: dict | None) -> dict:
+    if not summary or not summary["frames"]:
+        return {"frames": 0, "blank_fraction": None, "mean_top_probability": None, "mean_entropy": None}
+    n = summary["frames"]
+    return {"frames": n, "blank_fraction": summary["blank"] / n, "mean_top_probability": summary["top"] / n,
+            "mean_entropy": summary["entropy"] / n}
+
+
+def check_frames(name: str, teacher_frames: torch.Tensor, student_frames: torch.Tensor, indices=None) -> None:
+    """A teacher whose frame count differs from the student's cannot be distilled frame by frame."""
+    differ = (teacher_frames.to(student_frames.device) != student_frames).nonzero().flatten()
+    if len(differ):
+        r = int(differ[0])
+        example = f"example {int(indices[r])}" if indices is not None else f"row {r}"
+        raise InputError(f"teacher {name} gives {int(teacher_frames[r])} frames for {example}, the student "
+                         f"{int(student_frames[r])}: teacher and student must share the frame rate")
