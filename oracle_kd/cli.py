@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.set_defaults(run=cmd_export)
 
+    from oracle_kd import report
+
+    rp = sub.add_parser("report", help="the README tables of finished experiments (results.json), or report.md again")
+    report.add_arguments(rp)
+    rp.set_defaults(run=report.run)
+
     b = sub.add_parser("bench", help="performance benchmarks, written to a JSON file")
     b.add_argument("--task", default="scene-text", choices=TASK_NAMES)
     b.add_argument("--preset", default="quick", help=PRESET_HELP)

@@ -75,7 +75,7 @@ def with_teachers(collate):
 
     def collate_fn(examples: list[dict]) -> Batch:
         batch = collate(examples)
-        if "teachers" in examples[0]:
+        if isinstance(examples[0], dict) and "teachers" in examples[0]:
             batch.teacher_log_probs, batch.teacher_frames = {}, {}
             for name in examples[0]["teachers"]:
                 rows = [torch.from_numpy(np.asarray(e["teachers"][name][0], dtype=np.float32)) for e in examples]

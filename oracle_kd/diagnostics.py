@@ -186,8 +186,10 @@ def copy_test(task, model, dataset: Dataset, batch_size: int = 128, limit: int =
         seen += len(batch.texts)
         y, y_len = batch.targets, batch.target_lengths
         lp, fl = model(batch.sources, batch.source_lengths, y, y_len)
-        matched += per_label_nll(lp, fl, y, y_len).tolist()
-        # x' = the next example's source (a derangement of the batch)
+        feasible = torch.tensor([ctc_min_frames(y[r, : y_len[r]].tolist()) <= fl[r] for r in range(len(y))])
+        if feasible.any():  # a source too short for its own labels has no CTC path: not a loss of 0
+            matched += per_label_nll(lp[feasible], fl[feasible], y[feasible], y_len[feasible]).tolist()
+        # x' = the previous example's source (a derangement of the batch)
         shifted = torch.roll(torch.arange(len(y)), 1)
         lp2, fl2 = model(batch.sources[shifted], batch.source_lengths[shifted], y, y_len)
         ok = torch.tensor([ctc_min_frames(y[r, : y_len[r]].tolist()) <= fl2[r] and batch.texts[r] != batch.texts[shifted[r]]
@@ -198,7 +200,7 @@ def copy_test(task, model, dataset: Dataset, batch_size: int = 128, limit: int =
                 copied += hyp.ids == y[r, : y_len[r]].tolist()
             used += int(ok.sum())
     return {
-        "matched_loss": float(np.mean(matched)),
+        "matched_loss": float(np.mean(matched)) if matched else float("nan"),
         "mismatched_loss": float(np.mean(mismatched)) if mismatched else float("nan"),
         "mismatched_decoded_as_target": copied / used if used else float("nan"),
         "pairs": used,

@@ -22,9 +22,7 @@ from oracle_kd.config import PAPER_ARMS  # noqa: E402  PAPER.md's comparison: li
 from oracle_kd.io import atomic_write_text  # noqa: E402
 
 NO_TEMPERATURE = {"guided", "alignment", "sequence"}  # KD methods whose loss has no temperature: tau is not shown
-LOWER_IS_BETTER = {"cer", "wer", "ter"}  # secondary metrics; results.json says it for the primary one
 ON_100_SCALE = {"bleu", "chrf"}  # already in points; fractions (accuracy, error rates) are shown x 100 as points
-LABELS = {"word_accuracy": "word accuracy", "cer": "CER", "wer": "WER", "bleu": "BLEU", "chrf": "chrF"}
 
 
 def write_report(task, results: dict, out: str | Path, test_set=None, spike_examples: int = 4) -> Path:
@@ -207,6 +205,7 @@ def time_to_best(teachers: dict) -> str:
     if conv is None:
         return ""
     found = [oracle_time(name, t, teachers[conv]) for name, t in teachers.items() if model_of(name, t) == "oracle"]
+    found = list(dict.fromkeys(found))  # a conventional teacher on the plateau is said once, not per Oracle
     return found[0] if len(found) == 1 else "\n".join(f"- {text}" for text in found)
 
 
@@ -326,19 +325,44 @@ def report(path: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m oracle_kd.report",
                                      description="Print the README tables of an experiment's results.json.")
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser) -> None:
     parser.add_argument("results", nargs="+", help="results.json files (or the folders holding them)")
     parser.add_argument("--write", action="store_true",
                         help="also write report.md and the learning curves beside each results.json "
                              "(no spike plot: it needs the checkpoints and the test split)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--readme", default=None, metavar="FILE",
+                        help="replace each experiment's tables in FILE, between <!-- results:NAME:start --> and "
+                             "<!-- results:NAME:end --> (NAME: the folder holding its results.json)")
+
+
+def run(args) -> int:
     for i, given in enumerate(args.results):
         path = Path(given) / "results.json" if Path(given).is_dir() else Path(given)
         if len(args.results) > 1:  # several experiments: a heading before each one's tables
             print(("\n" if i else "") + f"### {path}\n")
-        report(path)
+        text = report(path)
         if args.write:
             write_report(None, json.loads(path.read_text()), path.parent)
+        if args.readme:
+            replace_section(Path(args.readme), path.parent.name, text)
     return 0
+
+
+def replace_section(readme: Path, name: str, text: str) -> None:
+    """Put `text` between the README's markers for `name` (which must be there already)."""
+    from oracle_kd.io import InputError
+
+    start, end = f"<!-- results:{name}:start -->", f"<!-- results:{name}:end -->"
+    doc = readme.read_text()
+    if start not in doc or end not in doc:
+        raise InputError(f"{readme}: no {start} ... {end} markers to put the {name} tables between")
+    head, rest = doc.split(start, 1)
+    _, tail = rest.split(end, 1)
+    atomic_write_text(readme, f"{head}{start}\n{text.strip()}\n{end}{tail}")
 
 
 # ---- plots ------------------------------------------------------------------------------------------------------
@@ -453,7 +477,10 @@ def teacher_metrics(teachers: dict, metric: str) -> list[str]:
 
 
 def higher(metric: str, results: dict) -> bool:
-    return results.get("higher_is_better", True) if metric == results["metric"] else metric not in LOWER_IS_BETTER
+    """The direction of `metric` as the task's metric spec gives it in results.json."""
+    if metric == results["metric"]:
+        return results.get("higher_is_better", True)
+    return (results.get("metrics") or {}).get(metric, {}).get("higher_is_better", False)
 
 
 def best_of(values: list, higher_is_better: bool, digits: int = 4) -> float | None:
@@ -463,7 +490,8 @@ def best_of(values: list, higher_is_better: bool, digits: int = 4) -> float | No
 
 
 def label(metric: str) -> str:
-    return LABELS.get(metric, metric)
+    """A metric's name as a reader writes it: acronyms in capitals, words with spaces."""
+    return metric.upper() if len(metric) <= 4 and "_" not in metric else metric.replace("_", " ")
 
 
 def fmt(x, digits=4) -> str:

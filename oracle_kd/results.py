@@ -32,6 +32,8 @@ def build_results(task, cfg: ExperimentConfig, preset: str, overrides: list[str]
     return {
         "task": task.name, "preset": preset, "overrides": overrides, "seeds": seeds,
         "metric": spec.primary, "higher_is_better": spec.higher_is_better,
+        "metrics": {spec.primary: {"higher_is_better": spec.higher_is_better},
+                    spec.tie_break: {"higher_is_better": spec.tie_break_higher}},
         "environment": environment, "data": data,
         "teachers": teachers,
         "students": {arm: arms[arm] for arm in [*PAPER_ARMS, *[a for a in arms if a not in PAPER_ARMS]]},

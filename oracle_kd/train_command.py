@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from oracle_kd.config import KDTerm, TrainConfig, experiment_config
 from oracle_kd.data import WithTeachers
 from oracle_kd.experiment import default_cache, device_of
-from oracle_kd.io import InputError
+from oracle_kd.io import Busy, InputError, claim
 from oracle_kd.skips import SkipLog
 from oracle_kd.store import teacher_outputs
 from oracle_kd.tasks import get_task
@@ -40,8 +41,19 @@ def train_one(args) -> dict:
         outputs = {term.teacher: teacher_outputs(store, term.teacher, task, train, top_k=args.top_k,
                                                  device=device_of(train_cfg.accelerator)) for term in kd}
         train = WithTeachers(train, outputs)
-    result = fit(task, args.model, cfg.models[args.model], train, val, train_cfg, out, kd=kd, seed=args.seed)
+    try:  # the same lock the experiment runner takes on a run folder: one process trains a run
+        with claim(out / ".lock") if rank_zero() else nullcontext():
+            result = fit(task, args.model, cfg.models[args.model], train, val, train_cfg, out, kd=kd, seed=args.seed)
+    except Busy as held:
+        raise InputError(f"another process is training this run: {held}") from None
     return {k: v for k, v in asdict(result).items() if k != "history"}
+
+
+def rank_zero() -> bool:
+    """Under DDP, Lightning starts the other processes with this script again: one of them locks."""
+    import os
+
+    return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
 def kd_terms(args) -> list[KDTerm] | None:

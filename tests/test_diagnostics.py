@@ -117,20 +117,14 @@ def frame_log_probs(chosen: torch.Tensor) -> torch.Tensor:
     return probs[chosen].log()
 
 
-class FakeTeacher(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.unused = torch.nn.Parameter(torch.empty(0))  # the diagnostics find a model's device by its parameters
-
-
-class ReadsSource(FakeTeacher):
+class ReadsSource(torch.nn.Module):
     """Emits what its source shows; the labels are not looked at."""
 
     def forward(self, sources, source_lengths, targets, target_lengths):
         return frame_log_probs(sources), source_lengths
 
 
-class CopiesTarget(FakeTeacher):
+class CopiesTarget(torch.nn.Module):
     """Emits the target by position, then blanks; only the source's length is used."""
 
     def forward(self, sources, source_lengths, targets, target_lengths):
@@ -162,6 +156,7 @@ def test_copy_test_of_a_teacher_that_reads_its_source():
     assert got["matched_loss"] == pytest.approx(np.log(2), rel=1e-5)
     assert got["mismatched_loss"] == pytest.approx(2 * np.log(2), rel=1e-5)
     assert got["mismatched_decoded_as_target"] == 0.0  # it decodes the other source's text
+    # row 1, "ab" on the other "ab" source, would have been decoded as its target: not a pair
     assert got["pairs"] == 2
 
 

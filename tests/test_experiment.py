@@ -23,6 +23,7 @@ def smoke(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_smoke_results_follow_the_contract(smoke):
     root, results = smoke
     on_disk = json.loads((root / "out" / "results.json").read_text())
@@ -45,6 +46,7 @@ def test_smoke_results_follow_the_contract(smoke):
     assert len({s["params"] for s in on_disk["students"].values()}) == 1  # same student in every arm
 
 
+@pytest.mark.slow
 def test_smoke_report_has_tables_and_plots(smoke):
     root, _ = smoke
     report = (root / "out" / "report.md").read_text()
@@ -54,6 +56,7 @@ def test_smoke_report_has_tables_and_plots(smoke):
     assert (root / "out" / "plots" / "spikes.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_running_again_continues_instead_of_starting_over(smoke):
     root, results = smoke
     out = root / "out"
@@ -68,6 +71,7 @@ def test_running_again_continues_instead_of_starting_over(smoke):
     assert again["teachers"]["oracle"]["params"] == results["teachers"]["oracle"]["params"]
 
 
+@pytest.mark.slow
 def test_a_run_trained_again_is_evaluated_again(smoke):
     root, _ = smoke
     out = root / "out"
@@ -85,6 +89,7 @@ def test_a_run_trained_again_is_evaluated_again(smoke):
     assert kept.read_text() == kept_before  # the other runs are not evaluated again
 
 
+@pytest.mark.slow
 def test_a_changed_setting_is_refused_by_the_run_folder_that_holds_another(smoke, capsys):
     root, _ = smoke
     common = ["--out", str(root / "out"), "--cache", str(root / "cache"), "--no-progress"]
@@ -96,6 +101,7 @@ def test_a_changed_setting_is_refused_by_the_run_folder_that_holds_another(smoke
     assert "teachers/conventional holds another run (its model, train, data differ)" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_an_added_arm_reuses_every_run_it_does_not_change_and_tunes_on_validation(smoke):
     root, _ = smoke
     out = root / "out"
@@ -120,6 +126,7 @@ def test_an_added_arm_reuses_every_run_it_does_not_change_and_tunes_on_validatio
     assert "student_combo - student_ctc" in pairs and "student_combo - student_kd_conventional" in pairs
 
 
+@pytest.mark.slow
 def test_evaluate_reads_both_user_formats(smoke, tmp_path, capsys):
     root, results = smoke
     task = get_task("scene-text")
@@ -134,6 +141,7 @@ def test_evaluate_reads_both_user_formats(smoke, tmp_path, capsys):
         assert json.loads((tmp_path / "m.json").read_text()) == printed
 
 
+@pytest.mark.slow
 def test_recognize_prints_one_line_per_image_and_lists_bad_ones(smoke, tmp_path, monkeypatch, capsys):
     from PIL import Image
 
@@ -151,6 +159,7 @@ def test_recognize_prints_one_line_per_image_and_lists_bad_ones(smoke, tmp_path,
     assert "broken.jpg" in captured.err and "Traceback" not in captured.err
 
 
+@pytest.mark.slow
 def test_exported_onnx_matches_torch(smoke, tmp_path):
     root, results = smoke
     ckpt = results["students"]["student_ctc"]["checkpoints"][0]
@@ -164,12 +173,14 @@ def test_exported_onnx_matches_torch(smoke, tmp_path):
     assert np.allclose(got, expected.numpy(), atol=1e-4)
 
 
+@pytest.mark.slow
 def test_an_oracle_teacher_cannot_be_used_to_recognize(smoke, tmp_path, capsys):
     _, results = smoke
     assert main(["recognize", results["teachers"]["oracle"]["checkpoint"], str(tmp_path / "x.png")]) == 2
     assert "Oracle Teacher" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_unit_another_process_holds_is_left_for_later_and_the_rest_goes_on(smoke, tmp_path, monkeypatch):
     import contextlib
     import shutil

@@ -104,6 +104,7 @@ def train_on_noise(task, target_positions: bool, steps: int = 400):
     return model, noise_examples(128, torch.Generator().manual_seed(99))
 
 
+@pytest.mark.slow
 def test_copy_test_detects_a_teacher_that_copies_through_target_positions(task):
     # On noise images the only way to lower the loss is to copy the labels by
     # position; target positions permit it, the default (no positions) does not.

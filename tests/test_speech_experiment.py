@@ -14,6 +14,8 @@ from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import get_task
 from oracle_kd.tasks.speech.formats import write_manifest
 
+pytestmark = pytest.mark.slow  # every test here reads a speech smoke experiment
+
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):

@@ -151,6 +151,7 @@ class _ListTask:  # a task whose examples are their own indices
         return list(examples)
 
 
+@pytest.mark.slow
 def test_ddp_training_scores_the_whole_validation_split_once(tmp_path):
     """Two DDP processes on CPU: each decodes half of the validation split (13 images:
     the sampler pads one shard with a repeat); the recorded score is the corpus score

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -154,6 +155,17 @@ class RenderedSplit(Dataset):
 
     def __len__(self):
         return len(self.texts)
+
+    def identity(self) -> str:
+        """A digest of the split's images and labels: every example is drawn from (seed, split,
+        index) alone, so the same examples have the same identity whatever the other splits'
+        sizes (a larger test set leaves the training runs reusable)."""
+        if not hasattr(self, "_identity"):
+            digest = hashlib.sha1(json.dumps(self.texts).encode())
+            for start in range(0, len(self.images), 4096):
+                digest.update(np.ascontiguousarray(self.images[start : start + 4096]).tobytes())
+            self._identity = f"scene-text:{len(self)}:{digest.hexdigest()[:16]}"
+        return self._identity
 
     def __getitem__(self, i):
         text = self.texts[i]
