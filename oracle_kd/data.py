@@ -191,6 +191,3 @@ class LengthBucketSampler(Sampler[int]):
         mine = shuffled[self.rank :: self.world_size]
         yield from np.resize(np.concatenate(mine) if mine else shuffled[0], len(self)).tolist()
 
-
-def add_teacher(batch: Batch, examples: list[dict]) -> Batch:  # TODO(core): remove once no task calls it
-    return batch

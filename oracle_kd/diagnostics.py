@@ -91,28 +91,20 @@ def posterior_summary(log_probs: np.ndarray, frame_lengths: np.ndarray | None = 
     """What a teacher's frame posteriors (examples, frames, classes) hand a student: the
     fraction of frames whose argmax is the blank, the mean top probability and the mean
     entropy (nats) at temperature 1, over each example's first `frame_lengths` frames
-    (without them: over every row that is not padding, all zeros, see `posteriors`)."""
-    frames = blank = 0
-    top = entropy = 0.0
+    (without them: over the rows before its padding, which is all zeros)."""
+    totals = None
     for start in range(0, len(log_probs), chunk):
-        lp = np.asarray(log_probs[start : start + chunk], dtype=np.float32)
+        lp = torch.from_numpy(np.asarray(log_probs[start : start + chunk], dtype=np.float32))
         if frame_lengths is None:
-            lp = lp[(lp != 0).any(-1)]  # a real log-softmax row is never all zeros
+            lengths = (lp != 0).any(-1).sum(-1)  # a real log-softmax row is never all zeros
         else:
-            lp = lp[np.arange(lp.shape[1]) < np.asarray(frame_lengths[start : start + chunk])[:, None]]
-        p = np.exp(lp)
-        frames += len(lp)
-        blank += int((lp.argmax(-1) == BLANK).sum())
-        top += float(p.max(-1).sum())
-        entropy += float(-(p * lp).sum())
-    if not frames:
-        return {"frames": 0, "blank_fraction": None, "mean_top_probability": None, "mean_entropy": None}
-    return {"frames": frames, "blank_fraction": blank / frames, "mean_top_probability": top / frames,
-            "mean_entropy": entropy / frames}
+            lengths = torch.as_tensor(np.asarray(frame_lengths[start : start + chunk]))
+        totals = summarize_chunk(lp, lengths, totals)
+    return finish_summary(totals)
 
 
 def summarize_chunk(log_probs: torch.Tensor, frame_lengths: torch.Tensor, totals: dict | None = None) -> dict:
-    """Running totals for `store.finish_summary`: frames, blank-argmax frames, summed top
+    """Running totals for `finish_summary`: frames, blank-argmax frames, summed top
     probability and entropy (nats) over each example's own frames of one batch."""
     totals = totals or {"frames": 0, "blank": 0, "top": 0.0, "entropy": 0.0}
     lp = log_probs[torch.arange(log_probs.shape[1])[None, :] < frame_lengths[:, None]]  # (valid frames, classes)
@@ -122,6 +114,15 @@ def summarize_chunk(log_probs: torch.Tensor, frame_lengths: torch.Tensor, totals
     totals["top"] += float(p.max(-1).values.sum())
     totals["entropy"] += float(-(p * lp).sum())
     return totals
+
+
+def finish_summary(totals: dict | None) -> dict:
+    """`summarize_chunk`'s totals as fractions and means per frame."""
+    if not totals or not totals["frames"]:
+        return {"frames": 0, "blank_fraction": None, "mean_top_probability": None, "mean_entropy": None}
+    n = totals["frames"]
+    return {"frames": n, "blank_fraction": totals["blank"] / n, "mean_top_probability": totals["top"] / n,
+            "mean_entropy": totals["entropy"] / n}
 
 
 def alignment_accuracy(decoded: Decoded) -> float | None:

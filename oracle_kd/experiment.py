@@ -74,7 +74,7 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
     if bad:
         raise InputError(f"unknown engine settings: {', '.join(bad)}")
     seeds = list(range(seeds if seeds is not None else cfg.seeds))
-    out = Path(out)
+    out = Path(out).resolve()
     record_invocation(out, {"task": task_name, "preset": preset, "overrides": list(overrides or []), "seeds": seeds})
     # more threads than free cores makes PyTorch's CPU kernels much slower, not faster
     torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
@@ -110,7 +110,9 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
                                          "python": sys.version.split()[0]},
                             data={"path": str(data_dir), **{s: len(d) for s, d in splits.items()}, "skipped": len(skips)},
                             wall_seconds=round(time.perf_counter() - started, 1))
-    atomic_write_json(out / "results.json", results)
+    from oracle_kd.results import portable
+
+    atomic_write_json(out / "results.json", portable(results, out.resolve()))  # the Python caller gets full paths
     from oracle_kd.report import write_report
 
     write_report(task, results, out, test_set=splits["test"], spike_examples=cfg.diagnostics.spike_examples)

@@ -424,6 +424,8 @@ def locate_checkpoint(recorded: str | Path, out: str | Path) -> Path | None:
     """The checkpoint as recorded, or else the longest tail of its path (two parts at least,
     e.g. teachers/oracle/best.safetensors) under OUT: a run folder moved or copied elsewhere."""
     path = Path(recorded)
+    if not path.is_absolute() and (Path(out) / path).exists():  # results.json records paths relative to OUT
+        return Path(out) / path
     if path.exists():
         return path
     parts = path.parts

@@ -104,3 +104,23 @@ def median_of_two(ranked: list) -> float | None:
 def mean_or_none(values):
     values = [v for v in values if v is not None]
     return statistics.fmean(values) if values else None
+
+
+def portable(results, out) -> dict:
+    """`results` with every path under OUT written relative to it (checkpoints, run folders)
+    and the data folder by its name alone: a results.json can be published as it is."""
+    root = str(out).rstrip("/") + "/"
+
+    def walk(value):
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str) and value.startswith(root):
+            return value[len(root):]
+        return value
+
+    found = walk(results)
+    if isinstance(found.get("data", {}).get("path"), str):
+        found["data"]["path"] = found["data"]["path"].rstrip("/").rsplit("/", 1)[-1]
+    return found

@@ -77,7 +77,7 @@ def teacher_outputs(store: str | Path, checkpoint: str | Path, task, dataset: Da
 def write_entry(folder: Path, model, task, dataset: Dataset, top_k: int | None, device, batch_size: int, meta: dict):
     """Run the frozen teacher over clean (un-augmented) sources, in data set order; it is
     given the labels if it reads them."""
-    from oracle_kd.diagnostics import summarize_chunk
+    from oracle_kd.diagnostics import finish_summary, summarize_chunk
 
     model.eval()
     chunks, frames, summary, classes = [], [], None, 0
@@ -116,14 +116,6 @@ def write_entry(folder: Path, model, task, dataset: Dataset, top_k: int | None, 
     atomic_write_json(folder / "meta.json", {**meta, "examples": len(frames), "classes": classes,
                                              "top_k": top_k, "dtype": "float16", "bytes": size,
                                              "posteriors": finish_summary(summary)})
-
-
-def finish_summary(summary: dict | None) -> dict:
-    if not summary or not summary["frames"]:
-        return {"frames": 0, "blank_fraction": None, "mean_top_probability": None, "mean_entropy": None}
-    n = summary["frames"]
-    return {"frames": n, "blank_fraction": summary["blank"] / n, "mean_top_probability": summary["top"] / n,
-            "mean_entropy": summary["entropy"] / n}
 
 
 def check_frames(name: str, teacher_frames: torch.Tensor, student_frames: torch.Tensor, indices=None) -> None:
