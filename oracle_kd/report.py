@@ -147,9 +147,18 @@ def tuning_lines(results: dict) -> str:
     return "\n".join(lines)
 
 
-def bootstrap_table(results: dict) -> str:
-    """Paired bootstrap between arms over test examples: differences in points of the metric."""
-    found = results.get("paired_bootstrap") or {}
+def bootstrap_table(results: dict, key_pairs_only: bool = False) -> str:
+    """Paired bootstrap between arms over test examples: differences in points of the metric.
+    `key_pairs_only`: the pairs the comparison is judged by (PAPER.md's arms, and the best
+    arm of each teacher family chosen on validation, against plain CTC and each other)."""
+    found = dict(results.get("paired_bootstrap") or {})
+    if key_pairs_only and found.get("pairs"):
+        best = results.get("best") or {}
+        firsts = {"student_kd_oracle", best.get("oracle")}
+        seconds = {"student_ctc", "student_kd_conventional", best.get("conventional")}
+        found["pairs"] = {k: v for k, v in found["pairs"].items()
+                          if k.split(" - ")[0] in firsts and k.split(" - ")[1] in seconds
+                          or k == f"{best.get('conventional')} - student_ctc"}
     if not found.get("pairs"):
         return ""
     metric = found.get("metric", results["metric"])
@@ -265,7 +274,7 @@ def model_text(name: str, teacher: dict) -> str:
 def render_readme_tables(results: dict) -> str:
     """The README's tables of one results.json: student arms (best mean in bold), teachers,
     and the paired bootstrap when there is one."""
-    tables = (readme_students(results), readme_teachers(results), bootstrap_table(results))
+    tables = (readme_students(results), readme_teachers(results), bootstrap_table(results, key_pairs_only=True))
     return "\n\n".join(t for t in tables if t) + "\n"
 
 

@@ -43,7 +43,7 @@ def experiment(overrides, preset="smoke", task="scene-text"):
 
 
 def test_presets_load_into_typed_configs_with_the_three_paper_arms():
-    for task, presets in (("scene-text", ("smoke", "quick", "full", "screen")), ("speech", ("smoke", "quick", "full", "large"))):
+    for task, presets in (("scene-text", ("smoke", "quick", "full", "screen", "confirm")), ("speech", ("smoke", "quick", "full", "large", "screen"))):
         for preset in presets:
             cfg = experiment(None, preset, task)
             assert {"student_ctc", "student_kd_conventional", "student_kd_oracle"} <= set(cfg.arms)
