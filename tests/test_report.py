@@ -243,3 +243,15 @@ def test_rendering_again_from_results_json_keeps_an_earlier_spike_plot(tmp_path)
     (tmp_path / "plots" / "spikes.png").write_bytes(b"png")
     text = write_report(None, RESULTS, tmp_path).read_text()
     assert "![spikes](plots/spikes.png)" in text and "not found" not in text
+
+
+def test_readme_tables_go_between_their_markers_and_missing_markers_are_named(tmp_path):
+    from oracle_kd.io import InputError
+    from oracle_kd.report import replace_section
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:x-full:start -->\nold table\n<!-- results:x-full:end -->\nafter\n")
+    replace_section(readme, "x-full", "| new |\n")
+    assert readme.read_text() == "intro\n<!-- results:x-full:start -->\n| new |\n<!-- results:x-full:end -->\nafter\n"
+    with pytest.raises(InputError, match="no <!-- results:y-full:start --> ... <!-- results:y-full:end --> markers"):
+        replace_section(readme, "y-full", "| t |")
