@@ -24,7 +24,7 @@ from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
 from oracle_kd.config import apply_overrides, load_preset
 from oracle_kd.experiment import default_cache
-from oracle_kd.report import locate_checkpoint
+from oracle_kd.plots import locate_checkpoint
 from oracle_kd.skips import SkipLog
 from oracle_kd.stats import paired_bootstrap
 from oracle_kd.tasks import get_task

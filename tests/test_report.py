@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from oracle_kd.report import (bootstrap_table, curves_table, kd_text, locate_checkpoint, main, render_readme_tables,
+from oracle_kd.plots import locate_checkpoint
+from oracle_kd.report import (bootstrap_table, curves_table, kd_text, main, render_readme_tables,
                               summary_table, teacher_table, time_to_best, tuning_lines, write_report)
 
 

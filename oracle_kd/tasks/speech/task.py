@@ -218,6 +218,17 @@ class SynthSplit(Dataset):
     def __len__(self):
         return len(self.meta)
 
+    def identity(self) -> str:
+        """A digest of the split's transcripts and audio: the same utterances have the same
+        identity wherever the cache is and whatever the other splits hold."""
+        if not hasattr(self, "_identity"):
+            digest = hashlib.sha1(json.dumps([m["text"] for m in self.meta]).encode())
+            digest.update(np.ascontiguousarray(self.offsets).tobytes())
+            for start in range(0, len(self.audio), 1 << 24):
+                digest.update(np.ascontiguousarray(self.audio[start : start + (1 << 24)]).tobytes())
+            self._identity = f"speech:{len(self)}:{digest.hexdigest()[:16]}"
+        return self._identity
+
     def source_lengths(self):
         return np.diff(self.offsets)
 
