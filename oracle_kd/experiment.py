@@ -73,6 +73,9 @@ def run_experiment(task_name: str, preset: str = "quick", seeds: int | None = No
     bad = sorted(set(engine) - {*TrainConfig.ENGINE, "precision"})
     if bad:
         raise InputError(f"unknown engine settings: {', '.join(bad)}")
+    if engine.get("devices", 1) > 1 or engine.get("num_nodes", 1) > 1:
+        raise InputError("experiment runs one process per unit: for more devices, start the same experiment once per "
+                         "device (they share --out, see README 'Long runs'); DDP is `oracle-kd train --devices N`")
     seeds = list(range(seeds if seeds is not None else cfg.seeds))
     out = Path(out).resolve()
     record_invocation(out, {"task": task_name, "preset": preset, "overrides": list(overrides or []), "seeds": seeds})
