@@ -175,9 +175,7 @@ def check_experiment(cfg: ExperimentConfig, task) -> None:
 def check_model(task, family: str, model_cfg: dict, where: str) -> None:
     try:
         task.build_model(family, model_cfg)
-    except InputError as err:
-        raise InputError(f"{where}: {err}") from None
-    except (TypeError, ValueError) as err:
+    except (InputError, TypeError, ValueError) as err:
         raise InputError(f"{where}: {err}") from None
 
 

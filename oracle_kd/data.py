@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -92,10 +91,6 @@ def dataset_identity(dataset: Dataset) -> str:
     own = getattr(dataset, "identity", None)
     if callable(own):
         return own()
-    source = getattr(dataset, "source", None)
-    if isinstance(source, str):  # a generated split: "<cache folder>:<split>"; the folder's name is its config digest
-        folder, _, split = source.rpartition(":")
-        return f"{Path(folder).name}:{split}:{len(dataset)}"
     examples = getattr(dataset, "examples", None)
     if examples is not None:
         digest = hashlib.sha1()

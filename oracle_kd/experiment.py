@@ -32,7 +32,7 @@ import torch
 
 from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
-from oracle_kd.config import PAPER_ARMS, ExperimentConfig, KDTerm, TrainConfig, experiment_config, grid_point
+from oracle_kd.config import ExperimentConfig, KDTerm, TrainConfig, experiment_config, grid_point
 from oracle_kd.data import WithTeachers
 from oracle_kd.io import Busy, InputError, atomic_write_json, claim, file_digest
 from oracle_kd.skips import SkipLog
@@ -318,5 +318,3 @@ def cpu_seconds_at(history: list[dict], epoch: int) -> float | None:
     row = next((r for r in history if r["epoch"] == epoch), None)
     return row.get("cpu_seconds") if row else None
 
-
-__all__ = ["run_experiment", "default_cache", "device_of", "PAPER_ARMS"]

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from oracle_kd.report import arm_order, label  # noqa: E402
+from oracle_kd.report import arm_order  # noqa: E402
 
 def plot_curves(results: dict, path: Path) -> Path | None:
     """Validation primary metric of the student arms per epoch and per wall second (one
