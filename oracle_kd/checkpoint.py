@@ -70,6 +70,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
 
     state, meta = read_checkpoint(path)
     task = get_task(meta["task"])
+    if "task_state" in meta:
+        task.restore(meta["task_state"])
     model = task.build_model(meta["kind"], meta.get("config", {}))
     try:
         model.load_state_dict(state)

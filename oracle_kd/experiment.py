@@ -197,10 +197,9 @@ class Runner:
                     self.worked = True
                     task, model, _ = load_model(checkpoint, device=self.device)
                     test, decoded = diagnostics.evaluate(task, model, self.splits["test"])
-                    errors, units = self.task.example_errors(decoded.texts, decoded.references)
                     found = {"result_sha1": of, "test": test,
                              "alignment_accuracy": diagnostics.alignment_accuracy(decoded),
-                             "errors": [float(e) for e in errors], "units": [float(u) for u in units]}
+                             **example_statistics(self.task, decoded.texts, decoded.references)}
                     if copy_test:
                         found["copy_test"] = diagnostics.copy_test(task, model, self.splits["test"],
                                                                    limit=self.cfg.diagnostics.copy_test_examples)
@@ -318,3 +317,11 @@ def cpu_seconds_at(history: list[dict], epoch: int) -> float | None:
     row = next((r for r in history if r["epoch"] == epoch), None)
     return row.get("cpu_seconds") if row else None
 
+
+def example_statistics(task, hypotheses: list[str], references: list[str]) -> dict:
+    """What evaluation.json keeps per test example for the paired bootstrap: the task's own
+    statistics (`example_stats`, with its `corpus_score`), or its errors and units."""
+    if hasattr(task, "example_stats"):
+        return {"stats": task.example_stats(hypotheses, references).tolist()}
+    errors, units = task.example_errors(hypotheses, references)
+    return {"errors": [float(e) for e in errors], "units": [float(u) for u in units]}

@@ -22,13 +22,13 @@ def build_results(task, cfg: ExperimentConfig, preset: str, overrides: list[str]
         used = [arm for arm, s in students.items() if name in s["teachers"]]
         if used:
             entry["used_by"] = used
-    per_arm = {arm: [(np.asarray(evaluations[r["folder"]]["errors"]), np.asarray(evaluations[r["folder"]]["units"]))
-                     for r in entry["runs"]] for arm, entry in students.items()}
+    per_arm = {arm: [example_statistics(evaluations[r["folder"]]) for r in entry["runs"]]
+               for arm, entry in students.items()}
     pairs = comparison_pairs(cfg, list(students))
     bootstrap = {"metric": spec.primary, "test_examples": data.get("test"),
                  "resamples": cfg.diagnostics.bootstrap_resamples,
                  "pairs": paired_bootstrap(per_arm, spec.higher_is_better, cfg.diagnostics.bootstrap_resamples,
-                                           pairs=pairs)}
+                                           pairs=pairs, corpus_score=getattr(task, "corpus_score", None))}
     return {
         "task": task.name, "preset": preset, "overrides": overrides, "seeds": seeds,
         "metric": spec.primary, "higher_is_better": spec.higher_is_better,
@@ -59,6 +59,14 @@ def family(cfg: ExperimentConfig, arm: str) -> str:
     only conventional teachers, "none" for plain CTC."""
     models = {cfg.teachers[t].model for t in cfg.arms[arm].teachers}
     return "none" if not models else "oracle" if "oracle" in models else "conventional"
+
+
+def example_statistics(evaluation: dict):
+    """A run's per-example statistics for the paired bootstrap: the task's own (`stats`,
+    e.g. BLEU's n-gram counts), or its (errors, units)."""
+    if "stats" in evaluation:
+        return np.asarray(evaluation["stats"], dtype=np.float64)
+    return np.asarray(evaluation["errors"]), np.asarray(evaluation["units"])
 
 
 def comparison_pairs(cfg: ExperimentConfig, arms: list[str]) -> list[tuple[str, str]]:

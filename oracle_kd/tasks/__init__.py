@@ -7,6 +7,7 @@ from oracle_kd.io import InputError
 TASKS = {
     "scene-text": "oracle_kd.tasks.scene_text.task:SceneTextTask",
     "speech": "oracle_kd.tasks.speech.task:SpeechTask",
+    "translation": "oracle_kd.tasks.translation.task:TranslationTask",
 }
 
 
