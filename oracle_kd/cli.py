@@ -114,13 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("recognize", help="read text images; prints path<TAB>text")
-    r.add_argument("checkpoint")
+    r.add_argument("checkpoint", help="a student checkpoint, or a student exported to ONNX (.onnx)")
     r.add_argument("images", nargs="+")
     r.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
     r.set_defaults(run=cmd_recognize)
 
     a = sub.add_parser("transcribe", help="transcribe audio files; prints path<TAB>text and the real-time factor")
-    a.add_argument("checkpoint")
+    a.add_argument("checkpoint", help="a student checkpoint, or a student exported to ONNX (.onnx)")
     a.add_argument("audio", nargs="+")
     a.add_argument("--beam", type=int, default=0, help="beam width (0: greedy decoding)")
     a.add_argument("--lm", default=None, help="KenLM n-gram model (ARPA or binary) for beam search")
@@ -222,12 +222,11 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
     stdout; the real-time factor on stderr when the task can tell an input's duration."""
     import time
 
-    from oracle_kd.checkpoint import load_model
     from oracle_kd.decoding import BeamSearch
-    from oracle_kd.inference import recognize
+    from oracle_kd.inference import load_for_inference, recognize
     from oracle_kd.skips import SkipLog
 
-    task, model, _ = load_model(args.checkpoint)
+    task, model, _ = load_for_inference(args.checkpoint)
     if task.inference_command != command:
         raise InputError(f"{args.checkpoint} is a {task.name} model: use `oracle-kd {task.inference_command}`, "
                          f"not {command}")
