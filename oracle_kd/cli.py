@@ -11,6 +11,7 @@ from oracle_kd.config import KD_METHODS, KDTerm
 from oracle_kd.io import InputError
 
 from oracle_kd.tasks import TASKS
+from oracle_kd.tracking import LOGGERS
 
 TASK_NAMES = sorted(TASKS)
 
@@ -53,6 +54,9 @@ def add_engine(parser) -> None:
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "32", "bf16-mixed", "16-mixed"])
     parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--logger", default="csv", choices=LOGGERS,
+                        help="where every run logs its losses, learning rate and validation metrics: csv (default; "
+                             "RUN/logs/), tensorboard, wandb or mlflow (the last three need their package)")
 
 
 def engine_of(args) -> dict:
@@ -60,7 +64,7 @@ def engine_of(args) -> dict:
     from oracle_kd.config import TrainConfig
 
     cfg = engine(TrainConfig(), args)
-    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "precision", "num_workers")}
+    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "precision", "num_workers", "logger")}
 
 
 def build_parser() -> argparse.ArgumentParser:
