@@ -283,8 +283,10 @@ def check_run_folder(out_dir: Path, identity: dict) -> None:
 
 
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
-        out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True) -> RunResult:
+        out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True,
+        model: torch.nn.Module | None = None) -> RunResult:
     """Train model `kind` (student | conventional | oracle) and return where its best weights are.
+    `model`: a module to train instead of the task's `kind` (`distil.py`; `model_cfg` then describes it).
 
     `train_set` must carry the teachers' outputs (data.WithTeachers) that the `kd` terms name.
     Re-run with the same `out_dir` and the same run, it resumes from `last.ckpt`; a finished
@@ -302,7 +304,7 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
         res = RunResult(**json.loads(done.read_text()))
         return replace(res, checkpoint=str(out_dir / Path(res.checkpoint).name))
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = task.build_model(kind, model_cfg)
+    model = task.build_model(kind, model_cfg) if model is None else model
     meta = {"task": task.name, "kind": kind, "config": model_cfg,
             "kd": [asdict(t) for t in kd] if kd else None, "seed": seed}
 
