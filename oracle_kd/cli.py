@@ -11,6 +11,7 @@ from oracle_kd.config import KD_METHODS, KDTerm
 from oracle_kd.io import InputError
 
 from oracle_kd.tasks import TASKS
+from oracle_kd.tracking import LOGGERS
 
 TASK_NAMES = sorted(TASKS)
 
@@ -53,6 +54,9 @@ def add_engine(parser) -> None:
     parser.add_argument("--num-nodes", type=int, default=1)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "32", "bf16-mixed", "16-mixed"])
     parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--logger", default="csv", choices=LOGGERS,
+                        help="where every run logs its losses, learning rate and validation metrics: csv (default; "
+                             "RUN/logs/), tensorboard, wandb or mlflow (the last three need their package)")
 
 
 def engine_of(args) -> dict:
@@ -60,7 +64,7 @@ def engine_of(args) -> dict:
     from oracle_kd.config import TrainConfig
 
     cfg = engine(TrainConfig(), args)
-    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "precision", "num_workers")}
+    return {k: getattr(cfg, k) for k in ("accelerator", "devices", "num_nodes", "precision", "num_workers", "logger")}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -114,13 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("recognize", help="read text images; prints path<TAB>text")
-    r.add_argument("checkpoint")
+    r.add_argument("checkpoint", help="a student checkpoint, or a student exported to ONNX (.onnx)")
     r.add_argument("images", nargs="+")
     r.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
     r.set_defaults(run=cmd_recognize)
 
     a = sub.add_parser("transcribe", help="transcribe audio files; prints path<TAB>text and the real-time factor")
-    a.add_argument("checkpoint")
+    a.add_argument("checkpoint", help="a student checkpoint, or a student exported to ONNX (.onnx)")
     a.add_argument("audio", nargs="+")
     a.add_argument("--beam", type=int, default=0, help="beam width (0: greedy decoding)")
     a.add_argument("--lm", default=None, help="KenLM n-gram model (ARPA or binary) for beam search")
@@ -222,12 +226,11 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
     stdout; the real-time factor on stderr when the task can tell an input's duration."""
     import time
 
-    from oracle_kd.checkpoint import load_model
     from oracle_kd.decoding import BeamSearch
-    from oracle_kd.inference import recognize
+    from oracle_kd.inference import load_for_inference, recognize
     from oracle_kd.skips import SkipLog
 
-    task, model, _ = load_model(args.checkpoint)
+    task, model, _ = load_for_inference(args.checkpoint)
     if task.inference_command != command:
         raise InputError(f"{args.checkpoint} is a {task.name} model: use `oracle-kd {task.inference_command}`, "
                          f"not {command}")

@@ -43,8 +43,9 @@ class TrainConfig:
     num_nodes: int = 1
     precision: str = "32-true"  # Lightning's: 32-true, bf16-mixed, 16-mixed
     num_workers: int = 0  # data loader worker processes
+    logger: str = "csv"  # experiment tracking: csv, tensorboard, wandb or mlflow (see tracking.py)
 
-    ENGINE = ("accelerator", "devices", "num_nodes", "num_workers", "max_minutes")
+    ENGINE = ("accelerator", "devices", "num_nodes", "num_workers", "max_minutes", "logger")
 
 
 @dataclass

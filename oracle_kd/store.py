@@ -73,6 +73,32 @@ def teacher_outputs(store: str | Path, checkpoint: str | Path, task, dataset: Da
     return TeacherOutputs(folder)
 
 
+def module_outputs(store: str | Path, name: str, model: torch.nn.Module, task, dataset: Dataset,
+                   top_k: int | None = None, device: str | torch.device = "cpu", batch_size: int = 128
+                   ) -> TeacherOutputs:
+    """The store entry of an in-memory teacher `model` (any module with the models' forward),
+    keyed by a digest of its weights as a checkpoint's entry is by the file's."""
+    digest, data = state_digest(model), dataset_identity(dataset)
+    key = hashlib.sha1(f"{digest}|{data}|{top_k or 0}".encode()).hexdigest()[:16]
+    folder = Path(store) / key
+    if not (folder / "meta.json").exists():
+        with claim(Path(store) / f".{key}.lock", wait=True):
+            if not (folder / "meta.json").exists():
+                write_entry(folder, model.to(device), task, dataset, top_k, device, batch_size,
+                            {"teacher_checkpoint": None, "teacher_name": name, "teacher_digest": digest,
+                             "teacher_kind": type(model).__qualname__, "data": data})
+    return TeacherOutputs(folder)
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha1 of a module's class name and weights (names, dtypes, shapes and values)."""
+    digest = hashlib.sha1(type(model).__qualname__.encode())
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 @torch.inference_mode()
 def write_entry(folder: Path, model, task, dataset: Dataset, top_k: int | None, device, batch_size: int, meta: dict):
     """Run the frozen teacher over clean (un-augmented) sources, in data set order; it is

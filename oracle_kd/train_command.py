@@ -13,6 +13,7 @@ from oracle_kd.io import Busy, InputError, claim
 from oracle_kd.skips import SkipLog
 from oracle_kd.store import teacher_outputs
 from oracle_kd.tasks import get_task
+from oracle_kd.tracking import check_logger
 from oracle_kd.training import fit
 
 
@@ -21,6 +22,7 @@ def train_one(args) -> dict:
     cfg = experiment_config(task, args.preset, args.overrides)
     out = Path(args.out)
     kd = kd_terms(args)  # checked before any data is read
+    train_cfg = engine(cfg.train[args.model], args)  # so are the engine settings and the logger
     skips = SkipLog()
     if args.train_data and not args.val_data:
         raise InputError("--train-data needs --val-data (early stopping and model selection use it)")
@@ -35,7 +37,6 @@ def train_one(args) -> dict:
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
         skips.write(out / "skipped.tsv")
 
-    train_cfg = engine(cfg.train[args.model], args)
     if kd:
         store = Path(args.teacher_store) if args.teacher_store else out / "teacher_outputs"
         outputs = {term.teacher: teacher_outputs(store, term.teacher, task, train, top_k=args.top_k,
@@ -75,9 +76,10 @@ def kd_terms(args) -> list[KDTerm] | None:
 
 
 def engine(cfg: TrainConfig, args) -> TrainConfig:
-    """The preset's budget with the command line's accelerator, devices, precision and workers."""
+    """The preset's budget with the command line's accelerator, devices, precision, workers and logger."""
     for name in ("devices", "num_nodes", "num_workers"):
         if getattr(args, name) < (0 if name == "num_workers" else 1):
             raise InputError(f"--{name.replace('_', '-')} must be at least {0 if name == 'num_workers' else 1}")
+    check_logger(args.logger)  # a missing tracker package is reported before any work
     return replace(cfg, accelerator=args.accelerator, devices=args.devices, num_nodes=args.num_nodes,
-                   precision=args.precision, num_workers=args.num_workers)
+                   precision=args.precision, num_workers=args.num_workers, logger=args.logger)

@@ -27,9 +27,12 @@ from oracle_kd.decoding import greedy_decode
 from oracle_kd.io import InputError, atomic_path, atomic_write_json
 from oracle_kd.losses import ctc, kd_term
 from oracle_kd.store import check_frames
+from oracle_kd.tracking import make_logger
 
 # Lightning's start-up banners (accelerator lines, tips) drown the runner's own progress lines
 logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+LOG_EVERY_N_STEPS = 10  # steps between logged step losses (fewer in an epoch shorter than this)
 
 
 @dataclass
@@ -54,7 +57,7 @@ class CTCModule(pl.LightningModule):
         self.task, self.model, self.cfg, self.kd = task, model, cfg, kd
         self.train_set, self.val_set, self.seed = train_set, val_set, seed
         self._val_decoded: dict[int, tuple[str, str]] = {}  # example index -> (hypothesis, reference)
-        self._train_losses = []
+        self._train_losses: dict[str, list[torch.Tensor]] = {}  # this epoch's step losses, by logged name
 
     # Loaders are made here, in each process, once its rank is known (DDP).
     def train_dataloader(self):
@@ -70,20 +73,28 @@ class CTCModule(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         log_probs, frame_lengths = self(batch)
-        loss = ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths)
+        loss = ctc_loss = ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths)
+        kd_losses = []  # each KD term, weighted
         for term in self.kd or []:
             check_frames(term.teacher, batch.teacher_frames[term.teacher], frame_lengths, batch.indices)
             teacher = batch.teacher_log_probs[term.teacher]
             if teacher.shape[1] < log_probs.shape[1]:  # the batch's longest example has no teacher frames past its own
                 teacher = torch.nn.functional.pad(teacher, (0, 0, 0, log_probs.shape[1] - teacher.shape[1]))
-            loss = loss + term.weight * kd_term(term.method, log_probs, teacher[:, : log_probs.shape[1]], frame_lengths,
-                                                batch.targets, batch.target_lengths, term.tau)
+            kd_losses.append(term.weight * kd_term(term.method, log_probs, teacher[:, : log_probs.shape[1]],
+                                                   frame_lengths, batch.targets, batch.target_lengths, term.tau))
+            loss = loss + kd_losses[-1]
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
                 f"step {self.global_step} (batch {batch_idx}, examples {batch.indices[:8].tolist()}...)"
             )
-        self._train_losses.append(loss.detach())
+        losses = {"train_loss": loss, "train_ctc_loss": ctc_loss}
+        if kd_losses:
+            losses["train_kd_loss"] = torch.stack(kd_losses).sum()
+        for name, value in losses.items():
+            self._train_losses.setdefault(name, []).append(value.detach())
+        lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step's update uses
+        self.log_dict({**{f"{k}_step": v.detach() for k, v in losses.items()}, "lr": lr}, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -104,25 +115,31 @@ class CTCModule(pl.LightningModule):
         for name, value in scores.items():  # the same on every process
             self.log(f"val_{name}", value, prog_bar=name == self.task.metric)
 
-    def epoch_train_loss(self) -> float | None:
-        """Mean training loss of the current epoch so far (validation runs before the epoch ends)."""
-        return float(torch.stack(self._train_losses).mean()) if self._train_losses else None
+    def epoch_train_loss(self, name: str = "train_loss") -> float | None:
+        """Mean training loss (`name`: or its CTC or KD part) of the current epoch so far, over
+        its steps (validation runs before the epoch ends)."""
+        steps = self._train_losses.get(name)
+        return float(torch.stack(steps).mean()) if steps else None
 
     def on_train_epoch_end(self):
-        self._train_losses = []
+        # floats: each process logs its own means, as history.json records rank 0's
+        self.log_dict({f"{name}_epoch": self.epoch_train_loss(name) for name in self._train_losses}, on_epoch=True)
+        self._train_losses = {}
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))  # max_epochs x batches per epoch
         warm = min(self.cfg.warmup_steps, total // 4)
-
-        def factor(step):  # linear warm-up, then cosine decay over the whole epoch budget
-            if step < warm:
-                return (step + 1) / warm
-            return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm)))) * 0.95 + 0.05
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def lr_factor(step: int, warm: int, total: int) -> float:
+    """The learning rate of optimizer step `step` (from 0) over the configured one: a linear
+    warm-up over `warm` steps, then a cosine decay to 5 % over the rest of `total` steps."""
+    if step < warm:
+        return (step + 1) / warm
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, total - warm)))) * 0.95 + 0.05
 
 
 class RunRecorder(pl.Callback):
@@ -266,8 +283,10 @@ def check_run_folder(out_dir: Path, identity: dict) -> None:
 
 
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
-        out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True) -> RunResult:
+        out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True,
+        model: torch.nn.Module | None = None) -> RunResult:
     """Train model `kind` (student | conventional | oracle) and return where its best weights are.
+    `model`: a module to train instead of the task's `kind` (`distil.py`; `model_cfg` then describes it).
 
     `train_set` must carry the teachers' outputs (data.WithTeachers) that the `kd` terms name.
     Re-run with the same `out_dir` and the same run, it resumes from `last.ckpt`; a finished
@@ -278,13 +297,14 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     if missing:
         raise InputError(f"KD from {', '.join(missing)}: the training set carries no outputs of that teacher")
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_run_folder(out_dir, run_identity(task, kind, model_cfg, train_set, val_set, cfg, kd, seed))
+    identity = run_identity(task, kind, model_cfg, train_set, val_set, cfg, kd, seed)
+    check_run_folder(out_dir, identity)
     done = out_dir / "result.json"
     if done.exists():  # the checkpoint is read beside result.json, so a run folder can be moved or copied
         res = RunResult(**json.loads(done.read_text()))
         return replace(res, checkpoint=str(out_dir / Path(res.checkpoint).name))
     pl.seed_everything(seed, workers=True, verbose=False)
-    model = task.build_model(kind, model_cfg)
+    model = task.build_model(kind, model_cfg) if model is None else model
     meta = {"task": task.name, "kind": kind, "config": model_cfg,
             "kd": [asdict(t) for t in kd] if kd else None, "seed": seed}
     if hasattr(task, "state"):  # what the task learnt from data (a tokenizer) goes with the weights
@@ -293,6 +313,9 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     module = CTCModule(task, model, cfg, kd, train_set, val_set, seed)
     recorder = RunRecorder(out_dir, task.metrics, meta, cfg)
     mode = "max" if task.metrics.higher_is_better else "min"
+    logger = make_logger(cfg.logger, out_dir)
+    logger.log_hyperparams(identity)
+    steps = -(-len(train_set) // (cfg.batch_size * cfg.devices * cfg.num_nodes))  # per epoch and process, about
     trainer = pl.Trainer(
         accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes, precision=cfg.precision,
         strategy="ddp" if cfg.devices > 1 or cfg.num_nodes > 1 else "auto",
@@ -301,7 +324,8 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metrics.primary}", patience=cfg.patience, mode=mode,
                                               strict=False), recorder],
-        num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+        num_sanity_val_steps=0, logger=logger, log_every_n_steps=max(1, min(LOG_EVERY_N_STEPS, steps)),
+        enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),
     )
     last = out_dir / "last.ckpt"

@@ -8,6 +8,7 @@ TINY = {
     "conventional": {"cnn": {"channels": [8, 8, 16, 16, 32], "residual": True}, "rnn_hidden": 32},
     "oracle": {"encoder": {"channels": [4, 8, 8, 8, 16]}, "d_model": 32, "heads": 2, "layers": 1},
 }
+SPEECH_TINY = {"prologue": [8, 11], "blocks": [[8, 11]], "sub_blocks": 1, "epilogue": [8, 11], "head_channels": 8}
 
 
 @pytest.fixture

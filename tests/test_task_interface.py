@@ -15,9 +15,7 @@ from oracle_kd.skips import SkipLog
 from oracle_kd.tasks import TASKS, get_task
 from oracle_kd.tasks.base import ExportSpec, MetricSpec
 
-from .conftest import TINY
-
-SPEECH_TINY = {"prologue": [8, 11], "blocks": [[8, 11]], "sub_blocks": 1, "epilogue": [8, 11], "head_channels": 8}
+from .conftest import SPEECH_TINY, TINY
 
 
 @pytest.fixture(scope="module", params=sorted(TASKS))

@@ -40,6 +40,9 @@ class ExportSpec:
     input_names: tuple[str, ...]
     input_dtypes: tuple[str, ...]  # numpy dtype names, e.g. ("float32", "int64")
     dynamic_axes: dict[str, dict[int, str]]  # input name -> {axis: name}, e.g. {"sources": {0: "batch"}}
+    # What a deployment does to a raw input (an image file, an audio file) to get the graph's
+    # inputs, as JSON-able data: written into the exported file's metadata (`input`).
+    preprocessing: dict = field(default_factory=dict)
 
 
 class Tokenizer(Protocol):
@@ -85,6 +88,9 @@ class Task(Protocol):
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example input tensors) for ONNX export, starting from the task's raw input."""
+
+    def export_inputs(self, examples: list[dict]) -> tuple[torch.Tensor, ...]:
+        """The exported graph's input tensors for `examples` (those `export_graph` hands over)."""
 
     def collate(self, examples: list[dict]) -> Batch: ...
 

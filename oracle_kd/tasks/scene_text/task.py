@@ -18,6 +18,24 @@ from oracle_kd.tasks.scene_text.models import conv_config, frame_count, width_st
 from oracle_kd.tasks.spans import pad_label_spans
 from oracle_kd.vocab import Vocab, ctc_min_frames
 
+PIXEL_DIVISOR, PIXEL_OFFSET = 127.5, 1.0  # uint8 pixel p -> p / 127.5 - 1.0, in [-1, 1]
+
+# How `recognize` turns an image file into the graph's input (see images.to_model_image), for
+# deployments that do it without this package: the exported file's `input` metadata.
+PREPROCESSING = {
+    "kind": "image",
+    "color": "grayscale",  # PIL's convert("L") (ITU-R 601-2 luma)
+    "height": IMAGE_HEIGHT,
+    "width": IMAGE_WIDTH,
+    "resize": "stretch to height x width, bilinear (PIL Image.Resampling.BILINEAR); the graph takes other "
+              "widths too, but training saw only this one",
+    "layout": "NCHW",
+    "channels": 1,
+    "dtype": "float32",
+    "normalize": {"divide": PIXEL_DIVISOR, "subtract": PIXEL_OFFSET},  # uint8 pixel p -> p / 127.5 - 1.0
+    "source_lengths": "each image's width in pixels (int64)",
+}
+
 
 class SceneTextTask:
     name = "scene-text"
@@ -83,16 +101,20 @@ class SceneTextTask:
     def export_spec(self) -> ExportSpec:
         """Float images (batch, 1, IMAGE_HEIGHT, width) in [-1, 1] and their widths in pixels."""
         return ExportSpec(input_names=("sources", "source_lengths"), input_dtypes=("float32", "int64"),
-                          dynamic_axes={"sources": {0: "batch", 3: "width"}, "source_lengths": {0: "batch"}})
+                          dynamic_axes={"sources": {0: "batch", 3: "width"}, "source_lengths": {0: "batch"}},
+                          preprocessing=PREPROCESSING)
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: float images in [-1, 1] and their widths."""
+        return model, self.export_inputs(examples)
+
+    def export_inputs(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         batch = self.collate(examples)
-        return model, (batch.sources, batch.source_lengths)
+        return batch.sources, batch.source_lengths
 
     def collate(self, examples: list[dict]) -> Batch:
         images = np.stack([e["image"] for e in examples])
-        sources = torch.from_numpy(images).float().unsqueeze(1) / 127.5 - 1.0  # (batch, 1, H, W) in [-1, 1]
+        sources = torch.from_numpy(images).float().unsqueeze(1) / PIXEL_DIVISOR - PIXEL_OFFSET  # (batch, 1, H, W) in [-1, 1]
         targets, target_lengths = pad_targets([self.tokenizer.encode(e["text"]) for e in examples])
         return Batch(
             sources=sources,

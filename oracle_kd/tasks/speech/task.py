@@ -14,11 +14,28 @@ from oracle_kd.data import Batch, ListDataset, pad_targets
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
 from oracle_kd.tasks.spans import pad_label_spans
-from oracle_kd.tasks.speech.audio import HOP_LENGTH, SAMPLE_RATE, LogMel, feature_frames, spec_augment
+from oracle_kd.tasks.speech.audio import (HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH, LogMel,
+                                          feature_frames, spec_augment)
 from oracle_kd.tasks.speech.models import conv_out_length, frame_stride
 from oracle_kd.vocab import Vocab, ctc_min_frames
 
 CHARSET = "abcdefghijklmnopqrstuvwxyz' "  # the label set (blank excluded); space separates words
+
+# How `transcribe` turns an audio file into the graph's input (see audio.load_audio), for
+# deployments that do it without this package: the exported file's `input` metadata. The
+# front end is inside the graph; its parameters are listed for reference only.
+PREPROCESSING = {
+    "kind": "audio",
+    "sample_rate": SAMPLE_RATE,  # resample anything else to this (transcribe uses soxr)
+    "channels": "mono: the mean of the file's channels",
+    "dtype": "float32",
+    "scale": "[-1, 1]: 16-bit PCM sample / 32768",
+    "layout": "(batch, samples), zero-padded past each waveform's end",
+    "source_lengths": "each waveform's length in samples (int64)",
+    "front_end": {"in_graph": True, "features": "log-mel, normalised per utterance and mel bin",
+                  "n_fft": N_FFT, "win_length": WIN_LENGTH, "hop_length": HOP_LENGTH, "n_mels": N_MELS,
+                  "window": "periodic hann", "mel_scale": "slaney", "log_floor": LOG_FLOOR},
+}
 
 
 def frames_per_second(model_cfg: dict) -> float:
@@ -92,11 +109,15 @@ class SpeechTask:
     def export_spec(self) -> ExportSpec:
         """Float32 16 kHz waveforms (batch, samples), zero-padded, and their lengths in samples."""
         return ExportSpec(input_names=("sources", "source_lengths"), input_dtypes=("float32", "int64"),
-                          dynamic_axes={"sources": {0: "batch", 1: "samples"}, "source_lengths": {0: "batch"}})
+                          dynamic_axes={"sources": {0: "batch", 1: "samples"}, "source_lengths": {0: "batch"}},
+                          preprocessing=PREPROCESSING)
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: padded 16 kHz waveforms and their lengths in samples."""
-        return WaveformModel(self.frontend, model), pad_waveforms(examples)
+        return WaveformModel(self.frontend, model), self.export_inputs(examples)
+
+    def export_inputs(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        return pad_waveforms(examples)
 
     def collate(self, examples: list[dict]) -> Batch:
         audio, lengths = pad_waveforms(examples)
