@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
     a.set_defaults(run=cmd_transcribe)
 
+    tr = sub.add_parser("translate", help="translate English lines of standard input; prints line<TAB>German")
+    tr.add_argument("checkpoint", help="a translation student checkpoint, or one exported to ONNX (.onnx)")
+    tr.add_argument("--skipped", default="skipped.tsv", help="where unusable lines (empty ones) are listed")
+    tr.set_defaults(run=cmd_translate)
+
     x = sub.add_parser("export", help="export a student for deployment")
     x.add_argument("checkpoint")
     x.add_argument("--format", default="onnx", choices=["onnx"])
@@ -219,6 +224,10 @@ def cmd_recognize(args) -> int:
 
 def cmd_transcribe(args) -> int:
     return run_inference(args, "transcribe", args.audio)
+
+
+def cmd_translate(args) -> int:
+    return run_inference(args, "translate", sys.stdin.read().splitlines())
 
 
 def run_inference(args, command: str, inputs: list[str]) -> int:

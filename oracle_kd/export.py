@@ -15,7 +15,8 @@ string -> string; values that are not plain strings are JSON):
 | `task` | the task's name, e.g. `scene-text` |
 | `labels` | JSON list: the text of each class of `log_probs`' last axis, in class order; the blank's is `""` |
 | `blank` | the blank's class index |
-| `tokenizer` | `characters`: a label sequence's text is its labels joined with no separator |
+| `tokenizer` | `characters`: a label sequence's text is its labels joined with no separator; `sentencepiece`: decode with the model in `task_state` |
+| `task_state` | JSON, where the task learnt something from data: translation's sentencepiece models (base64) |
 | `input` | JSON: how a raw input becomes the graph's inputs (the task's `ExportSpec.preprocessing`) |
 | `outputs`, `decoding` | what the outputs are and how to read them (prose) |
 | `model` | JSON: kind, config and parameter count of the exported model |
@@ -70,7 +71,8 @@ def onnx_metadata(task, model, meta: dict, checkpoint_sha1: str) -> dict[str, st
         "task": task.name,
         "labels": json.dumps(labels),
         "blank": str(BLANK),
-        "tokenizer": "characters",
+        "tokenizer": getattr(task.tokenizer, "kind", "characters"),
+        **({"task_state": json.dumps(task.state())} if hasattr(task, "state") else {}),
         "input": json.dumps(task.export_spec().preprocessing),
         "outputs": "log_probs (batch, frames, classes): natural-log CTC posteriors; "
                    "frame_lengths (batch,): how many of each row's frames are valid",
@@ -115,6 +117,8 @@ def load_onnx(path: str | Path):
     if version != str(ONNX_FORMAT):
         raise InputError(f"{path}: oracle-kd ONNX format {version}, this version reads {ONNX_FORMAT}")
     task = get_task(metadata.get("task", ""))
+    if "task_state" in metadata:  # a tokenizer trained on data (translation)
+        task.restore(json.loads(metadata["task_state"]))
     labels = json.loads(metadata["labels"])
     if labels[int(metadata["blank"]) + 1 :] != task.tokenizer.labels:
         raise InputError(f"{path}: its label set is not the {task.name} task's of this version")

@@ -140,3 +140,43 @@ def test_without_data_the_task_builds_placeholder_models_only_for_checks():
     with pytest.raises(Exception, match="no tokenizer yet"):
         task.state()
     assert np.isfinite(TranslationTask.corpus_score(np.zeros(10)))
+
+
+# --- end to end (slow): the smoke experiment, translate, export ------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    from oracle_kd.experiment import run_experiment
+
+    root = tmp_path_factory.mktemp("translation-smoke")
+    return run_experiment("translation", "smoke", out=root / "out", cache=root / "cache", progress=False)
+
+
+@pytest.mark.slow
+def test_the_smoke_experiment_compares_arms_by_bleu(smoke):
+    assert smoke["metric"] == "bleu" and smoke["higher_is_better"]
+    assert set(smoke["students"]) >= {"student_ctc", "student_kd_conventional", "student_kd_oracle"}
+    pairs = smoke["paired_bootstrap"]["pairs"]
+    assert pairs and all(len(p["interval_95"]) == 2 for p in pairs.values())
+    assert smoke["data"]["skipped"] >= 0 and smoke["teachers"]["oracle"]["copy_test"]["pairs"] > 0
+
+
+@pytest.mark.slow
+def test_translate_gives_the_same_lines_from_the_checkpoint_and_its_onnx_export(smoke, tmp_path, monkeypatch, capsys):
+    import io
+
+    from oracle_kd.cli import main
+
+    checkpoint = smoke["students"]["student_ctc"]["checkpoints"][0]
+    onnx_file = tmp_path / "student.onnx"
+    assert main(["export", checkpoint, "--out", str(onnx_file)]) == 0
+    capsys.readouterr()
+    outputs = []
+    for model in (checkpoint, str(onnx_file)):
+        monkeypatch.setattr("sys.stdin", io.StringIO("twenty one\n\nthree hundred five\n"))
+        assert main(["translate", model, "--skipped", str(tmp_path / "skipped.tsv")]) == 0
+        outputs.append(capsys.readouterr().out.splitlines())
+    assert outputs[0] == outputs[1]
+    assert [line.split("\t")[0] for line in outputs[0]] == ["line 1", "line 3"]  # the empty line 2 is skipped
+    assert "line 2\tempty line" in (tmp_path / "skipped.tsv").read_text()

@@ -143,7 +143,11 @@ class TranslationTask:
                           dynamic_axes={"sources": {0: "batch", 1: "tokens"}, "source_lengths": {0: "batch"}})
 
     def export_graph(self, model, examples: list[dict]):
-        return model, pad_targets([e["source_ids"] for e in examples])
+        return model, self.export_inputs(examples)
+
+    def export_inputs(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source subword ids (0-padded) and their counts: the tokenizer runs outside the graph."""
+        return pad_targets([e["source_ids"] for e in examples])
 
     # --- metrics -----------------------------------------------------------------------------
 

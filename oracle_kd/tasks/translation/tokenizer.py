@@ -38,6 +38,8 @@ def train_tokenizer(sources: list[str], targets: list[str], cfg: TokenizerConfig
 class SubwordTokenizer:
     """A `Tokenizer` over target pieces, plus `encode_source` for the encoder's input ids."""
 
+    kind = "sentencepiece"
+
     def __init__(self, source_model: bytes, target_model: bytes):
         import sentencepiece as spm
 
