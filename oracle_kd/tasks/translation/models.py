@@ -41,9 +41,9 @@ class UpsampledEncoder(nn.Module):
             raise ValueError(f"upsample must be at least 1, not {cfg.upsample}")
         self.cfg, self.out_dim = cfg, cfg.d_model
         self.embedding = nn.Embedding(source_size, cfg.d_model, padding_idx=0)
-        self.source_layers = _stack(cfg, cfg.source_layers)
+        self.source_layers = LayerStack(cfg, cfg.source_layers)
         self.split = nn.Linear(cfg.d_model, cfg.upsample * cfg.d_model)
-        self.layers = _stack(cfg, cfg.layers)
+        self.layers = LayerStack(cfg, cfg.layers)
         self.drop = nn.Dropout(cfg.dropout)
 
     def frame_count(self, source_length: int) -> int:
@@ -53,27 +53,55 @@ class UpsampledEncoder(nn.Module):
         batch, tokens = sources.shape
         d, k = self.cfg.d_model, self.cfg.upsample
         x = self.embedding(sources) * math.sqrt(d) + sinusoids(tokens, d, sources.device)
-        x = self._encode(self.source_layers, self.drop(x), source_lengths)
-        x = self.split(x).reshape(batch, tokens * k, d)  # token t -> frames k*t .. k*t + k-1
+        x = self.source_layers(self.drop(x), source_lengths)
+        x = self.split(x).reshape(batch, -1, d)  # token t -> frames k*t .. k*t + k-1
         frame_lengths = source_lengths * k
-        x = x + sinusoids(tokens * k, d, sources.device)
-        return self._encode(self.layers, self.drop(x), frame_lengths), frame_lengths
+        x = x + sinusoids(x.shape[1], d, sources.device)
+        return self.layers(self.drop(x), frame_lengths), frame_lengths
 
-    @staticmethod
-    def _encode(layers, x, lengths):
-        if layers is None:
-            return x
+
+class EncoderLayer(nn.Module):
+    """Pre-norm Transformer encoder layer (Vaswani et al., 2017; Xiong et al., 2020).
+
+    Written out rather than nn.TransformerEncoderLayer: traced for ONNX, that layer's
+    attention keeps the example's sequence length as a constant, so an exported model
+    would refuse every other length."""
+
+    def __init__(self, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.d_model % cfg.heads:
+            raise ValueError(f"d_model {cfg.d_model} is not a multiple of heads {cfg.heads}")
+        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.attn_norm, self.ff_norm = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model)
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, pad):
+        """x (batch, length, d_model); pad (batch, length), True at padding (never a whole row)."""
+        batch, d = x.shape[0], x.shape[2]
+        q, k, v = self.qkv(self.attn_norm(x)).reshape(batch, -1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attended = nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=~pad[:, None, None, :], dropout_p=self.dropout if self.training else 0.0)
+        x = x + self.drop(self.out(attended.transpose(1, 2).reshape(batch, -1, d)))
+        return x + self.drop(self.ff(self.ff_norm(x)))
+
+
+class LayerStack(nn.Module):
+    """`count` pre-norm encoder layers and the stack's final LayerNorm (none if count is 0)."""
+
+    def __init__(self, cfg: EncoderConfig, count: int):
+        super().__init__()
+        self.layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(count))
+        self.norm = nn.LayerNorm(cfg.d_model) if count else nn.Identity()
+
+    def forward(self, x, lengths):
         pad = torch.arange(x.shape[1], device=x.device)[None] >= lengths[:, None]
-        return layers(x, src_key_padding_mask=pad)
-
-
-def _stack(cfg: EncoderConfig, count: int):
-    if count == 0:
-        return None
-    layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.heads, cfg.ff_mult * cfg.d_model, cfg.dropout,
-                                       batch_first=True, norm_first=True)
-    # enable_nested_tensor off: the nested fast path changes padded outputs between train and eval
-    return nn.TransformerEncoder(layer, count, norm=nn.LayerNorm(cfg.d_model), enable_nested_tensor=False)
+        for layer in self.layers:
+            x = layer(x, pad)
+        return self.norm(x)
 
 
 class CTCTransformer(nn.Module):
