@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     v = sub.add_parser("evaluate", help="metrics of a checkpoint on a data path; prints JSON")
     v.add_argument("checkpoint")
-    v.add_argument("--data", required=True, help="scene text: a labels.tsv folder or an LMDB; speech: a JSON-lines manifest or a LibriSpeech-layout folder")
+    v.add_argument("--data", required=True, help="scene text: a labels.tsv folder or an LMDB; speech: a JSON-lines manifest or a LibriSpeech-layout folder; translation: a source<TAB>target .tsv or a folder with aligned source.txt and target.txt")
     v.add_argument("--json-out", default=None)
     v.add_argument("--batch-size", type=int, default=128)
     v.set_defaults(run=cmd_evaluate)

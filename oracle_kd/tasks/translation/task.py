@@ -90,7 +90,7 @@ class TranslationTask:
                 model_cfg: dict | None = None) -> Dataset:
         model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is None:
-            raise InputError(f"{path}: user data for translation is not supported yet (use the generated splits)")
+            return self._user_dataset(Path(path), skips, train, upsample_factor(model_cfg))
         folder = Path(path)
         tokenizer_file = folder / "tokenizer.json"
         if self.tokenizer is None and tokenizer_file.exists():
@@ -98,6 +98,20 @@ class TranslationTask:
         pairs = read_tsv(folder / f"{split}.tsv")
         return PairSplit(pairs, self._tokenizer_or_fail(), f"{folder}:{split}", upsample_factor(model_cfg),
                          drop_infeasible=train, skips=skips)
+
+    def _user_dataset(self, path: Path, skips: SkipLog, train: bool, upsample: int) -> Dataset:
+        """A TSV file or aligned files (formats.py). A task without a tokenizer trains one on the
+        first training set it is given (the default TokenizerConfig); any other set needs one."""
+        from oracle_kd.tasks.translation.formats import read_pairs
+
+        pairs = read_pairs(path, skips)
+        if self.tokenizer is None:
+            if not train:
+                raise InputError(f"{path}: no tokenizer to read it with; give the training data first, "
+                                 "or a checkpoint (it carries its tokenizer)")
+            self.tokenizer = train_tokenizer([s for s, _, _ in pairs], [t for _, t, _ in pairs], TokenizerConfig())
+        return PairSplit([(s, t) for s, t, _ in pairs], self.tokenizer, str(path), upsample, drop_infeasible=train,
+                         skips=skips, names=[where for _, _, where in pairs])
 
     def example_inputs(self, n: int) -> list[dict]:
         words = ["Save", "the", "file", "Open", "settings", "Delete", "<1>", "device", "now"]
@@ -256,15 +270,16 @@ class PairSplit(Dataset):
     than the upsampled source has is skipped (and counted in `skips`)."""
 
     def __init__(self, pairs, tokenizer: SubwordTokenizer, name: str, upsample: int, drop_infeasible: bool,
-                 skips: SkipLog):
+                 skips: SkipLog, names: list[str] | None = None):
         self.examples, self.name, self.augment = [], name, False
         for i, (source, target) in enumerate(pairs):
+            where = names[i] if names else f"{name}:{i}"
             ids = tokenizer.encode_source(source)
             if drop_infeasible and ctc_min_frames(tokenizer.encode(target)) > upsample * len(ids):
-                skips.add(f"{name}:{i}", f"target needs {ctc_min_frames(tokenizer.encode(target))} CTC frames, "
-                                         f"the source gives {upsample * len(ids)} ({len(ids)} subwords x {upsample})")
+                skips.add(where, f"target needs {ctc_min_frames(tokenizer.encode(target))} CTC frames, "
+                                 f"the source gives {upsample * len(ids)} ({len(ids)} subwords x {upsample})")
                 continue
-            self.examples.append({"source_ids": ids, "source_text": source, "text": target, "source": f"{name}:{i}"})
+            self.examples.append({"source_ids": ids, "source_text": source, "text": target, "source": where})
         digest = hashlib.sha1(json.dumps(tokenizer.state(), sort_keys=True).encode())
         for e in self.examples:
             digest.update(f"{e['source_text']}\t{e['text']}\n".encode())
