@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
 from oracle_kd.config import KD_METHODS, KDTerm
-from oracle_kd.io import InputError
+from oracle_kd.io import FULL, InputError
+from oracle_kd.safety import check_writable_folder
 
 from oracle_kd.tasks import TASKS
 
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"oracle-kd: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk outside the atomic writes (which say more): one line, not a traceback
+        if e.errno not in FULL:
+            raise
+        print(f"oracle-kd: error: no space left on the device{f' writing {e.filename}' if e.filename else ''}; "
+              "free some space and run the same command again", file=sys.stderr)
+        return 2
     except Exception as e:  # training stopped on purpose (non-finite loss) is reported the same way
         from oracle_kd.training import NonFiniteLoss
 
@@ -36,6 +44,48 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("oracle-kd: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line (the usage is one `--help` away)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def count(low: int, high: int | None = None):
+    """An argparse type: an integer from `low` (to `high`)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be {low} or more{f' and at most {high}' if high is not None else ''},"
+                                             f" not {value}")
+        return value
+
+    return parse
+
+
+def number(low: float | None = None, above: float | None = None):
+    """An argparse type: a finite number, at least `low` or greater than `above`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (above is not None and value <= above):
+            bound = f"{low:g} or more" if low is not None else f"more than {above:g}" if above is not None else "finite"
+            raise argparse.ArgumentTypeError(f"must be a finite number, {bound}, not {text}")
+        return value
+
+    return parse
+
+
+SEED = count(0, 2**32 - 1)  # what numpy and Lightning's seed_everything accept
 
 
 PRESET_HELP = "smoke, quick or full (default quick); a task may have more (speech: large), see oracle_kd/presets/"
@@ -49,10 +99,10 @@ def add_overrides(parser, more: str = "") -> None:
 def add_engine(parser) -> None:
     """Where and how to train: Lightning's accelerator, devices, precision, loader workers."""
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
-    parser.add_argument("--devices", type=int, default=1, help="processes per node (>1: DDP)")
-    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--devices", type=count(1), default=1, help="processes per node (>1: DDP)")
+    parser.add_argument("--num-nodes", type=count(1), default=1)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "32", "bf16-mixed", "16-mixed"])
-    parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--workers", dest="num_workers", type=count(0), default=0, help="data loader worker processes")
 
 
 def engine_of(args) -> dict:
@@ -64,16 +114,16 @@ def engine_of(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="oracle-kd", description=__doc__)
-    sub = p.add_subparsers(title="commands")
+    p = Parser(prog="oracle-kd", description=__doc__)
+    sub = p.add_subparsers(title="commands", parser_class=Parser)
 
     e = sub.add_parser("experiment", help="the main job: data, both teachers, all student arms, diagnostics, report")
     e.add_argument("--task", required=True, choices=TASK_NAMES)
     e.add_argument("--preset", default="quick", help=PRESET_HELP)
-    e.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    e.add_argument("--seeds", type=count(1), default=None, help="number of seeds (default: the preset's)")
     e.add_argument("--out", default=None, help="output folder (default: runs/<task>-<preset>)")
     e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
-    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    e.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: all cores)")
     e.add_argument("--no-progress", action="store_true")
     add_overrides(e, "; a run folder holding another setting is refused by name, the others are reused")
     add_engine(e)
@@ -95,12 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher checkpoint to distil from (repeatable: several teachers, one --kd each)")
     t.add_argument("--kd", action="append", default=[], choices=KD_METHODS,
                    help=f"KD method (default {KDTerm.method}; repeatable, one per --teacher)")
-    t.add_argument("--tau", type=float, default=KDTerm.tau, help=f"KD temperature (default {KDTerm.tau:g})")
-    t.add_argument("--kd-weight", type=float, default=KDTerm.weight, help=f"weight of each KD term (default {KDTerm.weight:g})")
-    t.add_argument("--top-k", type=int, default=None, help="store only the k best labels per teacher frame (large vocabularies)")
+    t.add_argument("--tau", type=number(above=0), default=KDTerm.tau, help=f"KD temperature (default {KDTerm.tau:g})")
+    t.add_argument("--kd-weight", type=number(low=0), default=KDTerm.weight, help=f"weight of each KD term (default {KDTerm.weight:g})")
+    t.add_argument("--top-k", type=count(1), default=None, help="store only the k best labels per teacher frame (large vocabularies)")
     t.add_argument("--teacher-store", default=None, help="folder of stored teacher outputs (default OUT/teacher_outputs)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    t.add_argument("--seed", type=SEED, default=0)
+    t.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: PyTorch's)")
+    t.add_argument("--data-root", default=None, metavar="DIR",
+                   help="--train-data, --val-data and every file they name must lie inside DIR")
     t.add_argument("--out", required=True)
     add_overrides(t)
     add_engine(t)
@@ -110,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint")
     v.add_argument("--data", required=True, help="scene text: a labels.tsv folder or an LMDB; speech: a JSON-lines manifest or a LibriSpeech-layout folder")
     v.add_argument("--json-out", default=None)
-    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--batch-size", type=count(1), default=128)
+    v.add_argument("--data-root", default=None, metavar="DIR", help="--data and every file it names must lie inside DIR")
     v.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("recognize", help="read text images; prints path<TAB>text")
@@ -122,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("transcribe", help="transcribe audio files; prints path<TAB>text and the real-time factor")
     a.add_argument("checkpoint")
     a.add_argument("audio", nargs="+")
-    a.add_argument("--beam", type=int, default=0, help="beam width (0: greedy decoding)")
+    a.add_argument("--beam", type=count(0), default=0, help="beam width (0: greedy decoding)")
     a.add_argument("--lm", default=None, help="KenLM n-gram model (ARPA or binary) for beam search")
-    a.add_argument("--alpha", type=float, default=0.5, help="LM weight")
-    a.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    a.add_argument("--alpha", type=number(), default=0.5, help="LM weight")
+    a.add_argument("--beta", type=number(), default=1.0, help="word insertion bonus")
     a.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
     a.set_defaults(run=cmd_transcribe)
 
@@ -144,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="performance benchmarks, written to a JSON file")
     b.add_argument("--task", default="scene-text", choices=TASK_NAMES)
     b.add_argument("--preset", default="quick", help=PRESET_HELP)
-    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--repeats", type=count(1), default=7)
     b.add_argument("--out", default="bench.json")
     b.set_defaults(run=cmd_bench)
     return p
@@ -155,6 +208,7 @@ def cmd_experiment(args) -> int:
     from oracle_kd.report import summary_table
 
     out = args.out or f"runs/{args.task}-{args.preset}"
+    check_writable_folder(out, f"--out {out}")
     results = run_experiment(args.task, args.preset, args.seeds, out,
                              cache=Path(args.cache) if args.cache else None, progress=not args.no_progress,
                              threads=args.threads, overrides=args.overrides, engine=engine_of(args))
@@ -194,11 +248,13 @@ def cmd_evaluate(args) -> int:
     from oracle_kd.io import atomic_write_json
     from oracle_kd.skips import SkipLog
 
+    beside = Path(args.json_out).parent if args.json_out else Path(".")
+    check_writable_folder(beside, f"--json-out {args.json_out}" if args.json_out else "the current folder (skipped.tsv)")
     task, model, meta = load_model(args.checkpoint)
     skips = SkipLog()
-    beside = Path(args.json_out).parent if args.json_out else Path(".")
     try:  # the checkpoint's own config sets the frame count examples are checked against
-        dataset = task.dataset(Path(args.data), None, skips, model_cfg=meta.get("config", {}))
+        dataset = task.dataset(Path(args.data), None, skips, model_cfg=meta.get("config", {}),
+                               data_root=Path(args.data_root) if args.data_root else None)
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
         skips.write(beside / "skipped.tsv")
     metrics, _ = diagnostics.evaluate(task, model, dataset, args.batch_size)
@@ -227,6 +283,7 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
     from oracle_kd.inference import recognize
     from oracle_kd.skips import SkipLog
 
+    check_writable_folder(Path(args.skipped).parent, f"--skipped {args.skipped}")
     task, model, _ = load_model(args.checkpoint)
     if task.inference_command != command:
         raise InputError(f"{args.checkpoint} is a {task.name} model: use `oracle-kd {task.inference_command}`, "
@@ -252,6 +309,7 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
 def cmd_export(args) -> int:
     from oracle_kd.export import export_onnx
 
+    check_writable_folder(Path(args.out).parent, f"--out {args.out}")
     print(export_onnx(args.checkpoint, args.out))
     return 0
 
@@ -259,5 +317,6 @@ def cmd_export(args) -> int:
 def cmd_bench(args) -> int:
     from oracle_kd.bench import run_bench
 
+    check_writable_folder(Path(args.out).parent, f"--out {args.out}")
     print(json.dumps(run_bench(args.task, args.preset, args.repeats, args.out), indent=2))
     return 0
