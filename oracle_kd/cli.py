@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
+from oracle_kd.arguments import SEED, Parser, count, number
 from oracle_kd.config import KD_METHODS, KDTerm
 from oracle_kd.io import FULL, InputError
 from oracle_kd.safety import check_writable_folder
@@ -44,48 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("oracle-kd: interrupted; run the same command again to continue", file=sys.stderr)
         return 130
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (the usage is one `--help` away)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def count(low: int, high: int | None = None):
-    """An argparse type: an integer from `low` (to `high`)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low or (high is not None and value > high):
-            raise argparse.ArgumentTypeError(f"must be {low} or more{f' and at most {high}' if high is not None else ''},"
-                                             f" not {value}")
-        return value
-
-    return parse
-
-
-def number(low: float | None = None, above: float | None = None):
-    """An argparse type: a finite number, at least `low` or greater than `above`."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or (low is not None and value < low) or (above is not None and value <= above):
-            bound = f"{low:g} or more" if low is not None else f"more than {above:g}" if above is not None else "finite"
-            raise argparse.ArgumentTypeError(f"must be a finite number, {bound}, not {text}")
-        return value
-
-    return parse
-
-
-SEED = count(0, 2**32 - 1)  # what numpy and Lightning's seed_everything accept
 
 
 PRESET_HELP = "smoke, quick or full (default quick); a task may have more (speech: large), see oracle_kd/presets/"

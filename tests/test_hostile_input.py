@@ -121,6 +121,19 @@ def test_an_lmdb_num_samples_of_thousands_of_digits_is_not_a_number(tmp_path):
         read_examples(tmp_path / "db", quiet())
 
 
+def test_a_truncated_lmdb_is_refused_instead_of_crashing_the_process(tmp_path):
+    """LMDB reads a half-copied data.mdb through its memory map past the end of the file:
+    SIGBUS, which kills the process before any `except` (found by fuzzing)."""
+    from oracle_kd.tasks.scene_text.formats import read_examples, write_lmdb
+
+    rng = np.random.default_rng(0)
+    write_lmdb(tmp_path / "db", [rng.integers(0, 256, (32, 200), dtype=np.uint8)] * 20, ["word"] * 20)
+    data = (tmp_path / "db" / "data.mdb").read_bytes()
+    (tmp_path / "db" / "data.mdb").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"db is damaged: reading its pages crashed a checking process \(SIGBUS\)"):
+        read_examples(tmp_path / "db", quiet())
+
+
 def forged_png(width: int, height: int) -> bytes:
     """A PNG whose header declares width x height pixels (correct CRC), with one empty row of data."""
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)

@@ -217,6 +217,7 @@ def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None, data_root=N
 
 def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
     """(examples, num-samples) of one LMDB folder in the benchmark layout."""
+    _check_pages(folder)
     try:
         env = lmdb.open(
             str(folder), readonly=True, lock=False, readahead=False, meminit=False
@@ -248,6 +249,30 @@ def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
     finally:
         env.close()
     return examples, total
+
+
+# LMDB trusts its file: a damaged data.mdb makes it read past the end of its memory map,
+# and the process dies of SIGBUS or SIGSEGV, which no `except` can catch. A child process
+# walks every key and value first; only if it survives does this process read the pages.
+_WALK = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], readonly=True, lock=False, readahead=False, meminit=False)
+with env.begin() as txn:
+    for key, value in txn.cursor():
+        pass
+"""
+
+
+def _check_pages(folder: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WALK, str(folder)], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise InputError(f"LMDB {folder} is damaged: reading its pages crashed a checking process ({name})")
 
 
 def _lmdb_example(txn, folder: Path, i: int, skips: SkipLog, max_len: int | None):
