@@ -58,6 +58,16 @@ def open_regular(path: str | Path, limit: int = MAX_FILE_BYTES):
         raise
 
 
+def check_regular(path: str | Path, what: str) -> None:
+    """InputError "`what` not found: path" or "`what` path: reason" unless `path` is a regular
+    file (opened and closed, no byte read): for files a library opens by name later."""
+    try:
+        f, _ = open_regular(path, limit=1 << 62)
+    except BadFile as e:
+        raise InputError(f"{what} not found: {path}" if e.reason == NOT_FOUND else f"{what} {e}") from None
+    f.close()
+
+
 def read_bytes(path: str | Path, limit: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of a regular file (see `open_regular`); never more than its size when opened."""
     f, size = open_regular(path, limit)

@@ -10,7 +10,7 @@ from oracle_kd.config import KDTerm, TrainConfig, experiment_config
 from oracle_kd.data import WithTeachers
 from oracle_kd.experiment import default_cache, device_of
 from oracle_kd.io import Busy, InputError, claim
-from oracle_kd.safety import check_writable_folder
+from oracle_kd.safety import check_regular, check_writable_folder
 from oracle_kd.skips import SkipLog
 from oracle_kd.store import teacher_outputs
 from oracle_kd.tasks import get_task
@@ -85,8 +85,7 @@ def kd_terms(args) -> list[KDTerm] | None:
     if len(methods) != len(args.teacher):
         raise InputError(f"{len(args.teacher)} --teacher and {len(methods)} --kd: give one --kd, or one per teacher")
     for path in args.teacher:
-        if not Path(path).is_file():
-            raise InputError(f"teacher checkpoint not found: {path}")
+        check_regular(path, "teacher checkpoint")
     return [KDTerm(method=m, teacher=str(t), tau=args.tau, weight=args.kd_weight) for m, t in zip(methods, args.teacher)]
 
 

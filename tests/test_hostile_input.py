@@ -298,6 +298,15 @@ def test_train_checks_its_data_paths_before_reading_or_generating_data(tmp_path,
     assert capsys.readouterr().err.strip() == f"oracle-kd: error: --val-data {tmp_path / 'nowhere'}: not found"
 
 
+def test_a_fifo_given_as_a_teacher_is_named_not_waited_on(tmp_path, capsys):
+    os.mkfifo(tmp_path / "teacher.safetensors")
+    argv = ["train", "scene-text", "--model", "student", "--teacher", str(tmp_path / "teacher.safetensors"),
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == (f"oracle-kd: error: teacher checkpoint {tmp_path / 'teacher.safetensors'}"
+                                               ": not a regular file: a FIFO")
+
+
 # --- confining data files to a folder ----------------------------------------
 
 
