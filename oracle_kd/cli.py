@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
+from oracle_kd.arguments import SEED, Parser, count, number
 from oracle_kd.config import KD_METHODS, KDTerm
-from oracle_kd.io import InputError
+from oracle_kd.io import FULL, InputError
+from oracle_kd.safety import check_writable_folder
 
 from oracle_kd.tasks import TASKS
 from oracle_kd.tracking import LOGGERS
@@ -26,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args) or 0
     except InputError as e:
         print(f"oracle-kd: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full disk outside the atomic writes (which say more): one line, not a traceback
+        if e.errno not in FULL:
+            raise
+        print(f"oracle-kd: error: no space left on the device{f' writing {e.filename}' if e.filename else ''}; "
+              "free some space and run the same command again", file=sys.stderr)
         return 2
     except Exception as e:  # training stopped on purpose (non-finite loss) is reported the same way
         from oracle_kd.training import NonFiniteLoss
@@ -50,10 +58,10 @@ def add_overrides(parser, more: str = "") -> None:
 def add_engine(parser) -> None:
     """Where and how to train: Lightning's accelerator, devices, precision, loader workers."""
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, cuda, mps or auto (default)")
-    parser.add_argument("--devices", type=int, default=1, help="processes per node (>1: DDP)")
-    parser.add_argument("--num-nodes", type=int, default=1)
+    parser.add_argument("--devices", type=count(1), default=1, help="processes per node (>1: DDP)")
+    parser.add_argument("--num-nodes", type=count(1), default=1)
     parser.add_argument("--precision", default="32-true", choices=["32-true", "32", "bf16-mixed", "16-mixed"])
-    parser.add_argument("--workers", dest="num_workers", type=int, default=0, help="data loader worker processes")
+    parser.add_argument("--workers", dest="num_workers", type=count(0), default=0, help="data loader worker processes")
     parser.add_argument("--logger", default="csv", choices=LOGGERS,
                         help="where every run logs its losses, learning rate and validation metrics: csv (default; "
                              "RUN/logs/), tensorboard, wandb or mlflow (the last three need their package)")
@@ -68,16 +76,16 @@ def engine_of(args) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="oracle-kd", description=__doc__)
-    sub = p.add_subparsers(title="commands")
+    p = Parser(prog="oracle-kd", description=__doc__)
+    sub = p.add_subparsers(title="commands", parser_class=Parser)
 
     e = sub.add_parser("experiment", help="the main job: data, both teachers, all student arms, diagnostics, report")
     e.add_argument("--task", required=True, choices=TASK_NAMES)
     e.add_argument("--preset", default="quick", help=PRESET_HELP)
-    e.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
+    e.add_argument("--seeds", type=count(1), default=None, help="number of seeds (default: the preset's)")
     e.add_argument("--out", default=None, help="output folder (default: runs/<task>-<preset>)")
     e.add_argument("--cache", default=None, help="data cache folder (default: $ORACLE_KD_CACHE or ~/.cache/oracle-kd)")
-    e.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    e.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: all cores)")
     e.add_argument("--no-progress", action="store_true")
     add_overrides(e, "; a run folder holding another setting is refused by name, the others are reused")
     add_engine(e)
@@ -99,12 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher checkpoint to distil from (repeatable: several teachers, one --kd each)")
     t.add_argument("--kd", action="append", default=[], choices=KD_METHODS,
                    help=f"KD method (default {KDTerm.method}; repeatable, one per --teacher)")
-    t.add_argument("--tau", type=float, default=KDTerm.tau, help=f"KD temperature (default {KDTerm.tau:g})")
-    t.add_argument("--kd-weight", type=float, default=KDTerm.weight, help=f"weight of each KD term (default {KDTerm.weight:g})")
-    t.add_argument("--top-k", type=int, default=None, help="store only the k best labels per teacher frame (large vocabularies)")
+    t.add_argument("--tau", type=number(above=0), default=KDTerm.tau, help=f"KD temperature (default {KDTerm.tau:g})")
+    t.add_argument("--kd-weight", type=number(low=0), default=KDTerm.weight, help=f"weight of each KD term (default {KDTerm.weight:g})")
+    t.add_argument("--top-k", type=count(1), default=None, help="store only the k best labels per teacher frame (large vocabularies)")
     t.add_argument("--teacher-store", default=None, help="folder of stored teacher outputs (default OUT/teacher_outputs)")
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--threads", type=int, default=None, help="CPU threads (default: PyTorch's)")
+    t.add_argument("--seed", type=SEED, default=0)
+    t.add_argument("--threads", type=count(1), default=None, help="CPU threads (default: PyTorch's)")
+    t.add_argument("--data-root", default=None, metavar="DIR",
+                   help="--train-data, --val-data and every file they name must lie inside DIR")
     t.add_argument("--out", required=True)
     add_overrides(t)
     add_engine(t)
@@ -114,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("checkpoint")
     v.add_argument("--data", required=True, help="scene text: a labels.tsv folder or an LMDB; speech: a JSON-lines manifest or a LibriSpeech-layout folder; translation: a source<TAB>target .tsv or a folder with aligned source.txt and target.txt")
     v.add_argument("--json-out", default=None)
-    v.add_argument("--batch-size", type=int, default=128)
+    v.add_argument("--batch-size", type=count(1), default=128)
+    v.add_argument("--data-root", default=None, metavar="DIR", help="--data and every file it names must lie inside DIR")
     v.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("recognize", help="read text images; prints path<TAB>text")
@@ -126,10 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("transcribe", help="transcribe audio files; prints path<TAB>text and the real-time factor")
     a.add_argument("checkpoint", help="a student checkpoint, or a student exported to ONNX (.onnx)")
     a.add_argument("audio", nargs="+")
-    a.add_argument("--beam", type=int, default=0, help="beam width (0: greedy decoding)")
+    a.add_argument("--beam", type=count(0), default=0, help="beam width (0: greedy decoding)")
     a.add_argument("--lm", default=None, help="KenLM n-gram model (ARPA or binary) for beam search")
-    a.add_argument("--alpha", type=float, default=0.5, help="LM weight")
-    a.add_argument("--beta", type=float, default=1.0, help="word insertion bonus")
+    a.add_argument("--alpha", type=number(), default=0.5, help="LM weight")
+    a.add_argument("--beta", type=number(), default=1.0, help="word insertion bonus")
     a.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
     a.set_defaults(run=cmd_transcribe)
 
@@ -153,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="performance benchmarks, written to a JSON file")
     b.add_argument("--task", default="scene-text", choices=TASK_NAMES)
     b.add_argument("--preset", default="quick", help=PRESET_HELP)
-    b.add_argument("--repeats", type=int, default=7)
+    b.add_argument("--repeats", type=count(1), default=7)
     b.add_argument("--out", default="bench.json")
     b.set_defaults(run=cmd_bench)
     return p
@@ -164,6 +175,7 @@ def cmd_experiment(args) -> int:
     from oracle_kd.report import summary_table
 
     out = args.out or f"runs/{args.task}-{args.preset}"
+    check_writable_folder(out, f"--out {out}")
     results = run_experiment(args.task, args.preset, args.seeds, out,
                              cache=Path(args.cache) if args.cache else None, progress=not args.no_progress,
                              threads=args.threads, overrides=args.overrides, engine=engine_of(args))
@@ -203,11 +215,13 @@ def cmd_evaluate(args) -> int:
     from oracle_kd.io import atomic_write_json
     from oracle_kd.skips import SkipLog
 
+    beside = Path(args.json_out).parent if args.json_out else Path(".")
+    check_writable_folder(beside, f"--json-out {args.json_out}" if args.json_out else "the current folder (skipped.tsv)")
     task, model, meta = load_model(args.checkpoint)
     skips = SkipLog()
-    beside = Path(args.json_out).parent if args.json_out else Path(".")
     try:  # the checkpoint's own config sets the frame count examples are checked against
-        dataset = task.dataset(Path(args.data), None, skips, model_cfg=meta.get("config", {}))
+        dataset = task.dataset(Path(args.data), None, skips, model_cfg=meta.get("config", {}),
+                               data_root=Path(args.data_root) if args.data_root else None)
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
         skips.write(beside / "skipped.tsv")
     metrics, _ = diagnostics.evaluate(task, model, dataset, args.batch_size)
@@ -239,6 +253,7 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
     from oracle_kd.inference import load_for_inference, recognize
     from oracle_kd.skips import SkipLog
 
+    check_writable_folder(Path(args.skipped).parent, f"--skipped {args.skipped}")
     task, model, _ = load_for_inference(args.checkpoint)
     if task.inference_command != command:
         raise InputError(f"{args.checkpoint} is a {task.name} model: use `oracle-kd {task.inference_command}`, "
@@ -264,6 +279,7 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
 def cmd_export(args) -> int:
     from oracle_kd.export import export_onnx
 
+    check_writable_folder(Path(args.out).parent, f"--out {args.out}")
     print(export_onnx(args.checkpoint, args.out))
     return 0
 
@@ -271,5 +287,6 @@ def cmd_export(args) -> int:
 def cmd_bench(args) -> int:
     from oracle_kd.bench import run_bench
 
+    check_writable_folder(Path(args.out).parent, f"--out {args.out}")
     print(json.dumps(run_bench(args.task, args.preset, args.repeats, args.out), indent=2))
     return 0

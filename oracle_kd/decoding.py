@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -48,8 +47,13 @@ class BeamSearch:
         from oracle_kd.io import InputError
 
         if lm_path is not None:
-            if not Path(lm_path).is_file():
-                raise InputError(f"{lm_path}: language model file not found")
+            from oracle_kd.safety import NOT_FOUND, BadFile, open_regular
+
+            try:  # a FIFO would block kenlm's open forever
+                open_regular(lm_path, limit=1 << 62)[0].close()
+            except BadFile as e:
+                raise InputError(f"{lm_path}: language model file not found" if e.reason == NOT_FOUND
+                                 else f"language model {e}") from None
             try:
                 import kenlm  # noqa: F401
             except ImportError:

@@ -136,7 +136,7 @@ def write_entry(folder: Path, model, task, dataset: Dataset, top_k: int | None, 
     if top_k:
         arrays["indices.npy"] = indices
     for name, array in arrays.items():
-        with atomic_path(folder / name) as tmp, open(tmp, "wb") as f:
+        with atomic_path(folder / name, size=array.nbytes) as tmp, open(tmp, "wb") as f:
             np.save(f, array)
     size = sum((folder / name).stat().st_size for name in arrays)
     atomic_write_json(folder / "meta.json", {**meta, "examples": len(frames), "classes": classes,

@@ -10,6 +10,7 @@ from oracle_kd.config import KDTerm, TrainConfig, experiment_config
 from oracle_kd.data import WithTeachers
 from oracle_kd.experiment import default_cache, device_of
 from oracle_kd.io import Busy, InputError, claim
+from oracle_kd.safety import check_regular, check_writable_folder
 from oracle_kd.skips import SkipLog
 from oracle_kd.store import teacher_outputs
 from oracle_kd.tasks import get_task
@@ -24,12 +25,13 @@ def train_one(args) -> dict:
     kd = kd_terms(args)  # checked before any data is read
     train_cfg = engine(cfg.train[args.model], args)  # so are the engine settings and the logger
     skips = SkipLog()
-    if args.train_data and not args.val_data:
-        raise InputError("--train-data needs --val-data (early stopping and model selection use it)")
+    check_before_work(args)
+    root = Path(args.data_root) if getattr(args, "data_root", None) else None
     try:
         if args.train_data:
-            train = task.dataset(Path(args.train_data), None, skips, train=True, model_cfg=cfg.models[args.model])
-            val = task.dataset(Path(args.val_data), None, skips, model_cfg=cfg.models[args.model])
+            train = task.dataset(Path(args.train_data), None, skips, train=True, model_cfg=cfg.models[args.model],
+                                 data_root=root)
+            val = task.dataset(Path(args.val_data), None, skips, model_cfg=cfg.models[args.model], data_root=root)
         else:
             folder = task.prepare_data(cfg.data, default_cache())
             train, val = (task.dataset(folder, s, skips, train=s == "train", model_cfg=cfg.models[args.model])
@@ -48,6 +50,20 @@ def train_one(args) -> dict:
     except Busy as held:
         raise InputError(f"another process is training this run: {held}") from None
     return {k: v for k, v in asdict(result).items() if k != "history"}
+
+
+def check_before_work(args) -> None:
+    """What can be checked in a moment is checked before data is read or generated: the
+    engine settings, the data paths, and that --out can be written."""
+    engine(TrainConfig(), args)
+    if args.val_data and not args.train_data:
+        raise InputError("--val-data is used with --train-data; without them the preset's generated data is used")
+    if args.train_data and not args.val_data:
+        raise InputError("--train-data needs --val-data (early stopping and model selection use it)")
+    for option, path in (("--train-data", args.train_data), ("--val-data", args.val_data)):
+        if path and not Path(path).exists():
+            raise InputError(f"{option} {path}: not found")
+    check_writable_folder(args.out, f"--out {args.out}")
 
 
 def rank_zero() -> bool:
@@ -70,8 +86,7 @@ def kd_terms(args) -> list[KDTerm] | None:
     if len(methods) != len(args.teacher):
         raise InputError(f"{len(args.teacher)} --teacher and {len(methods)} --kd: give one --kd, or one per teacher")
     for path in args.teacher:
-        if not Path(path).is_file():
-            raise InputError(f"teacher checkpoint not found: {path}")
+        check_regular(path, "teacher checkpoint")
     return [KDTerm(method=m, teacher=str(t), tau=args.tau, weight=args.kd_weight) for m, t in zip(methods, args.teacher)]
 
 

@@ -274,7 +274,8 @@ def check_run_folder(out_dir: Path, identity: dict) -> None:
         held = json.loads(path.read_text())
         if held != identity:
             what = ", ".join(k for k in identity if held.get(k) != identity.get(k))
-            raise InputError(f"{out_dir} holds another run (its {what} differ{'s' if ',' not in what else ''}); "
+            plural = "," in what or what == "teachers"
+            raise InputError(f"{out_dir} holds another run (its {what} differ{'' if plural else 's'}); "
                              "use another --out")
         return
     if any((out_dir / name).exists() for name in ("result.json", "last.ckpt", "best.safetensors")):

@@ -72,13 +72,14 @@ class Task(Protocol):
         """Generate (once; cached) the default data; return the folder holding its splits."""
 
     def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
-                model_cfg: dict | None = None) -> Dataset:
+                model_cfg: dict | None = None, data_root: Path | None = None) -> Dataset:
         """Examples of a generated split (`split` given) or of a user data path (`split` None).
         Examples are dicts; `collate` turns a list of them into a Batch. `model_cfg` is the
         config of the model the data is for (any kind: student, conventional, oracle; they
         share the frame rate): it sets the frame count that user examples are checked
         against for CTC and the frame units of label spans. None: the student config of the
-        task's `quick` preset."""
+        task's `quick` preset. `data_root`: every file a user data set names must lie inside
+        this folder (the others are skipped; `safety.confine`)."""
 
     def example_inputs(self, n: int) -> list[dict]:
         """`n` synthetic unlabelled examples (export tracing, benchmarks)."""

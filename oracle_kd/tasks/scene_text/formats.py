@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import shutil
 import tempfile
 import unicodedata
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image
 
 from oracle_kd.io import InputError, atomic_path
+from oracle_kd.safety import FOLDER, NOT_FOUND, BadFile, confine, read_bytes
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.scene_text.images import decode_image_bytes, normalize_label
 
@@ -86,19 +86,24 @@ def detect_format(path: str | Path) -> str:
 
 
 def read_examples(
-    path: str | Path, skips: SkipLog, max_label_length: int | None = None
+    path: str | Path, skips: SkipLog, max_label_length: int | None = None, data_root: str | Path | None = None
 ) -> list[TextImageExample]:
     """All usable examples of a labels.tsv folder (or file) or an LMDB folder, in order.
 
     Raises InputError if the data set is missing or unreadable as a whole, or if
-    it has no usable example; single bad examples are reported to `skips`.
+    it has no usable example; single bad examples are reported to `skips`. With
+    `data_root`, the data set and every image a labels.tsv names must lie inside
+    that folder (symbolic links resolved); an image outside it is skipped.
     """
     path = Path(path)
+    outside = confine(path, data_root)
+    if outside:
+        raise InputError(f"data path {path} is {outside}")
     kind = detect_format(path)
     skipped_before = len(skips)
     if kind == "labels-tsv":
         tsv = path if path.is_file() else path / LABELS_FILE
-        examples, total = _read_labels_tsv(tsv, skips, max_label_length)
+        examples, total = _read_labels_tsv(tsv, skips, max_label_length, data_root)
     else:
         folder = path.parent if path.is_file() else path
         examples, total = _read_lmdb(folder, skips, max_label_length)
@@ -160,13 +165,13 @@ def write_lmdb(out_dir: str | Path, images: list, labels: list[str]) -> Path:
 # --- readers -----------------------------------------------------------------
 
 
-def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None):
+def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None, data_root=None):
     """(examples, number of non-blank lines) of one labels.tsv."""
     folder = tsv.parent
     try:
-        raw = tsv.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {tsv}: {e.strerror or e}") from None
+        raw = read_bytes(tsv)
+    except BadFile as e:
+        raise InputError(f"cannot read {tsv}: {e.reason}") from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     examples, total = [], 0
@@ -202,7 +207,7 @@ def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None):
         if problem:
             skips.add(source, problem)
             continue
-        image, problem = _load_image_file(folder, rel)
+        image, problem = _load_image_file(folder, rel, data_root)
         if problem:
             skips.add(source, problem)
             continue
@@ -212,6 +217,7 @@ def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None):
 
 def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
     """(examples, num-samples) of one LMDB folder in the benchmark layout."""
+    _check_pages(folder)
     try:
         env = lmdb.open(
             str(folder), readonly=True, lock=False, readahead=False, meminit=False
@@ -228,9 +234,12 @@ def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
                     f"deep-text-recognition-benchmark layout (num-samples, "
                     f"image-%09d, label-%09d)"
                 )
-            if not value.strip().isdigit():
+            if not value.strip().isdigit() or len(value.strip()) > 18:
                 raise InputError(f"LMDB {folder}: num-samples is not a number: {value[:40]!r}")
-            total = int(value)
+            total, entries = int(value), env.stat()["entries"]
+            if total > entries:  # reading would loop over keys that cannot exist
+                raise InputError(f"LMDB {folder}: num-samples says {total:,}, but the database holds only "
+                                 f"{entries:,} keys")
             for i in range(1, total + 1):
                 example = _lmdb_example(txn, folder, i, skips, max_len)
                 if example is not None:
@@ -240,6 +249,30 @@ def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
     finally:
         env.close()
     return examples, total
+
+
+# LMDB trusts its file: a damaged data.mdb makes it read past the end of its memory map,
+# and the process dies of SIGBUS or SIGSEGV, which no `except` can catch. A child process
+# walks every key and value first; only if it survives does this process read the pages.
+_WALK = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], readonly=True, lock=False, readahead=False, meminit=False)
+with env.begin() as txn:
+    for key, value in txn.cursor():
+        pass
+"""
+
+
+def _check_pages(folder: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _WALK, str(folder)], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if done.returncode < 0:
+        name = signal.Signals(-done.returncode).name
+        raise InputError(f"LMDB {folder} is damaged: reading its pages crashed a checking process ({name})")
 
 
 def _lmdb_example(txn, folder: Path, i: int, skips: SkipLog, max_len: int | None):
@@ -297,18 +330,23 @@ def _check_label(raw: str, max_len: int | None) -> tuple[str, str | None]:
     return label, None
 
 
-def _load_image_file(folder: Path, rel: str) -> tuple[np.ndarray | None, str | None]:
+def _load_image_file(folder: Path, rel: str, data_root=None) -> tuple[np.ndarray | None, str | None]:
+    if "\0" in rel:
+        return None, f"image path holds a NUL byte: {rel!r}"
     path = folder / rel
     if not path.exists() and "\\" in rel:  # written on Windows
         path = folder / rel.replace("\\", "/")
+    outside = confine(path, data_root)
+    if outside:
+        return None, f"image path is {outside}: {path}"
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None, f"image file not found: {path}"
-    except IsADirectoryError:
-        return None, f"image path is a folder, not a file: {path}"
-    except OSError as e:
-        return None, f"cannot read image file {path}: {e.strerror or e}"
+        data = read_bytes(path)
+    except BadFile as e:
+        if e.reason == NOT_FOUND:
+            return None, f"image file not found: {path}"
+        if e.reason == FOLDER:
+            return None, f"image path is a folder, not a file: {path}"
+        return None, f"cannot read image ({e.reason}): {path}"
     image, problem = _decode(data)
     return image, (f"{problem}: {path}" if problem else None)
 
@@ -319,8 +357,7 @@ def _decode(data: bytes) -> tuple[np.ndarray | None, str | None]:
     try:
         return decode_image_bytes(data), None
     except ValueError as e:
-        # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): noise.
-        return None, re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(e))
+        return None, str(e)
 
 
 # --- writers -----------------------------------------------------------------

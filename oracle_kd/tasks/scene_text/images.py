@@ -8,13 +8,15 @@ same pixels.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 IMAGE_HEIGHT = 32  # pixels; the CRNN family's standard input height
 IMAGE_WIDTH = 128  # pixels; the presets' width pools (4x) give 32 CTC frames
 CHARSET = "0123456789abcdefghijklmnopqrstuvwxyz"  # the label set (blank excluded)
+MAX_PIXELS = 50_000_000  # width x height; a 50 MP photo decodes to 200 MB at most (RGBA), a word image is far smaller
 
 
 def normalize_label(text: str) -> str:
@@ -35,10 +37,27 @@ def to_model_image(image: Image.Image) -> np.ndarray:
 
 
 def decode_image_bytes(data: bytes) -> np.ndarray:
-    """Encoded image bytes (PNG, JPEG, ...) -> model image; raises ValueError if unreadable."""
+    """Encoded image bytes (PNG, JPEG, ...) -> model image, upright as its EXIF orientation
+    says (phone photos are stored sideways); ValueError with the reason if unreadable.
+
+    The size is checked from the header before any pixel is decoded: a few kilobytes
+    of PNG can declare gigapixels."""
     try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            return to_model_image(im)
+        im = Image.open(io.BytesIO(data))
     except Exception as e:  # PIL raises many types for broken files
-        raise ValueError(f"unreadable image ({type(e).__name__}: {e})") from None
+        raise ValueError(_unreadable(e)) from None
+    with im:
+        width, height = im.size
+        if width * height > MAX_PIXELS:
+            raise ValueError(f"image of {width} x {height} pixels, more than the limit of {MAX_PIXELS:,}")
+        try:
+            im.load()
+            return to_model_image(ImageOps.exif_transpose(im))
+        except Exception as e:
+            raise ValueError(_unreadable(e)) from None
+
+
+def _unreadable(error: Exception) -> str:
+    # PIL names the in-memory buffer ("<_io.BytesIO object at 0x...>"): noise to a reader.
+    reason = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "", str(error))
+    return f"unreadable image ({type(error).__name__}: {reason})"

@@ -59,7 +59,7 @@ class SceneTextTask:
         return render_dataset(cfg, folder, workers=2, progress=progress)
 
     def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
-                model_cfg: dict | None = None) -> Dataset:
+                model_cfg: dict | None = None, data_root: Path | None = None) -> Dataset:
         """See `Task.dataset`; `model_cfg` None: the `quick` preset's student config."""
         model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is not None:
@@ -68,7 +68,7 @@ class SceneTextTask:
 
         frames = self.frame_count(IMAGE_WIDTH, model_cfg)  # every image is stretched to IMAGE_WIDTH
         examples, before = [], len(skips)
-        for ex in read_examples(Path(path), skips, max_label_length=frames):
+        for ex in read_examples(Path(path), skips, max_label_length=frames, data_root=data_root):
             ids = self.tokenizer.encode(ex.label)
             if ctc_min_frames(ids) > frames:
                 skips.add(ex.source, f"label {ex.label!r} needs {ctc_min_frames(ids)} CTC frames, the models have {frames}")
@@ -79,16 +79,16 @@ class SceneTextTask:
         return ListDataset(examples)
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
+        from oracle_kd.safety import BadFile, read_bytes
         from oracle_kd.tasks.scene_text.images import decode_image_bytes
 
         examples = []
         for p in paths:
             try:
-                data = Path(p).read_bytes()
-                examples.append({"image": decode_image_bytes(data), "text": "", "source": str(p)})
-            except FileNotFoundError:
-                skips.add(p, "file not found")
-            except (OSError, ValueError) as e:
+                examples.append({"image": decode_image_bytes(read_bytes(p)), "text": "", "source": str(p)})
+            except BadFile as e:
+                skips.add(p, e.reason)
+            except ValueError as e:
                 skips.add(p, str(e))
         return examples
 

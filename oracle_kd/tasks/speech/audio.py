@@ -25,6 +25,8 @@ HOP_LENGTH = 160  # 10 ms between feature frames
 N_MELS = 80  # mel bins per frame
 N_FREQS = N_FFT // 2 + 1  # 257 spectrum bins, 0 Hz to SAMPLE_RATE / 2
 LOG_FLOOR = 1e-6  # added to the mel power before the log, so silence stays finite
+MAX_SAMPLES = 1 << 28  # samples x channels decoded from one file (1 GiB as float32; 4.6 h of 16 kHz mono)
+RATES = (1000, 768_000)  # sample rates (Hz) accepted; a forged 1 Hz header would ask for 16,000x upsampling
 
 
 def load_audio(path: str | Path) -> np.ndarray:
@@ -32,31 +34,30 @@ def load_audio(path: str | Path) -> np.ndarray:
 
     Channels are averaged; other sample rates are resampled with soxr. Raises
     FileNotFoundError for a missing file, IsADirectoryError for a folder, and ValueError, with the reason, for a
-    file that is empty, unreadable, truncated or holds no samples.
+    file that is not a regular file, empty, unreadable, truncated, holds no samples, or would
+    decode to more than MAX_SAMPLES or from a rate outside RATES (checked from the header,
+    before decoding).
     """
+    from oracle_kd.safety import FOLDER, NOT_FOUND, BadFile, open_regular
+
     path = Path(path)
-    if path.is_dir():
-        raise IsADirectoryError(f"a folder, not an audio file: {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"audio file not found: {path}")
-    if path.stat().st_size == 0:
-        raise ValueError("empty audio file (0 bytes)")
     try:
-        f = soundfile.SoundFile(str(path))
-    except (soundfile.SoundFileError, RuntimeError) as e:
-        raise ValueError(f"unreadable audio ({_libsndfile_reason(e)})") from None
-    with f:
-        declared, rate = f.frames, f.samplerate
-        try:
-            data = f.read(dtype="float32", always_2d=True)  # (samples, channels)
-        except (soundfile.SoundFileError, RuntimeError) as e:
-            reason = _libsndfile_reason(e)
-            raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
+        file, size = open_regular(path)
+    except BadFile as e:
+        if e.reason == NOT_FOUND:
+            raise FileNotFoundError(f"audio file not found: {path}") from None
+        if e.reason == FOLDER:
+            raise IsADirectoryError(f"a folder, not an audio file: {path}") from None
+        raise ValueError(f"cannot read audio file ({e.reason})") from None
+    with file:
+        if size == 0:
+            raise ValueError("empty audio file (0 bytes)")
+        data, declared, rate = _decode(file)
+        missing = _wav_missing_bytes(file, size)
     if len(data) < declared:
         raise ValueError(
             f"truncated audio: the header declares {declared} samples, the file holds {len(data)}"
         )
-    missing = _wav_missing_bytes(path)
     if missing:
         raise ValueError(
             f"truncated audio: the WAV header declares {missing} more bytes than the file holds"
@@ -69,6 +70,29 @@ def load_audio(path: str | Path) -> np.ndarray:
     if rate != SAMPLE_RATE:
         audio = soxr.resample(audio, rate, SAMPLE_RATE)
     return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def _decode(file) -> tuple[np.ndarray, int, int]:
+    """(samples (frames, channels) float32, frames the header declares, sample rate) of an open file."""
+    try:
+        f = soundfile.SoundFile(file)
+    except (soundfile.SoundFileError, RuntimeError) as e:
+        raise ValueError(f"unreadable audio ({_libsndfile_reason(e)})") from None
+    with f:
+        declared, rate, channels = f.frames, f.samplerate, f.channels
+        if not RATES[0] <= rate <= RATES[1]:
+            raise ValueError(f"sample rate {rate:,} Hz in the header, outside {RATES[0]:,}-{RATES[1]:,} Hz")
+        resampled = declared * max(1, SAMPLE_RATE / rate)
+        if max(declared * channels, resampled) > MAX_SAMPLES:
+            hours = declared / rate / 3600
+            raise ValueError(f"the header declares {declared:,} samples x {channels} channels ({hours:.3g} h), "
+                             f"more than the limit of {MAX_SAMPLES:,} samples for one file")
+        try:
+            data = f.read(frames=declared, dtype="float32", always_2d=True)  # (samples, channels)
+        except (soundfile.SoundFileError, RuntimeError) as e:
+            reason = _libsndfile_reason(e)
+            raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
+    return data, declared, rate
 
 
 def feature_frames(samples):
@@ -222,25 +246,24 @@ def _libsndfile_reason(error: Exception) -> str:
     return reason.strip().rstrip(".")
 
 
-def _wav_missing_bytes(path: Path) -> int:
-    """Bytes the RIFF/WAVE `data` chunk declares beyond the end of the file (0 if none, or not a WAV).
+def _wav_missing_bytes(f, file_size: int) -> int:
+    """Bytes the RIFF/WAVE `data` chunk of the open file `f` declares beyond its end (0 if none, or not a WAV).
 
     libsndfile reads a cut-off WAV without complaint, returning only the
     samples that are there; the chunk header still tells the intended size.
     """
-    with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+    f.seek(0)
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return 0
+    while True:
+        chunk = f.read(8)
+        if len(chunk) < 8:
             return 0
-        file_size = path.stat().st_size
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
+        chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+        if chunk_id == b"data":
+            # 0 and 0xFFFFFFFF mark "length unknown" (streamed writes, RF64).
+            if size in (0, 0xFFFFFFFF):
                 return 0
-            chunk_id, size = chunk[:4], struct.unpack("<I", chunk[4:])[0]
-            if chunk_id == b"data":
-                # 0 and 0xFFFFFFFF mark "length unknown" (streamed writes, RF64).
-                if size in (0, 0xFFFFFFFF):
-                    return 0
-                return max(0, f.tell() + size - file_size)
-            f.seek(size + (size & 1), 1)  # chunks are padded to even sizes
+            return max(0, f.tell() + size - file_size)
+        f.seek(size + (size & 1), 1)  # chunks are padded to even sizes

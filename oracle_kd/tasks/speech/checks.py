@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oracle_kd.safety import confine
 from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio
 
 SILENT_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which audio is silent: -80 dBFS
@@ -79,8 +80,9 @@ class Checks:
     """The per-utterance checks, with the last audio file kept (segments of one
     long file follow each other in manifests with offsets)."""
 
-    def __init__(self, frame_rate: float | None, min_frames_per_char: float | None):
+    def __init__(self, frame_rate: float | None, min_frames_per_char: float | None, data_root: Path | None = None):
         self.frame_rate, self.min_frames_per_char = frame_rate, min_frames_per_char
+        self.data_root = data_root  # audio files outside it are skipped (safety.confine)
         self.load = lru_cache(maxsize=1)(_load)
 
     def utterance(
@@ -89,6 +91,9 @@ class Checks:
         text, problem = check_transcript(raw_text)
         if problem:
             return None, problem
+        outside = confine(audio_path, self.data_root)
+        if outside:
+            return None, f"audio path is {outside}: {audio_path}"
         audio, problem = self.load(audio_path)
         if problem:
             return None, f"{problem}: {audio_path}"
@@ -96,7 +101,7 @@ class Checks:
         if offset is not None:
             end = seconds if duration is None else offset + duration
             if end - seconds > DURATION_SLACK_SECONDS or offset >= seconds:
-                return None, (f"segment {offset:.2f}-{end:.2f} s lies beyond the end of the audio "
+                return None, (f"segment {_seconds(offset)}-{_seconds(end)} s lies beyond the end of the audio "
                               f"({seconds:.2f} s): {audio_path}")
             audio = audio[int(round(offset * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
             seconds, duration = len(audio) / SAMPLE_RATE, None
@@ -155,6 +160,11 @@ def _duration_mismatch(duration: float | None, seconds: float) -> str | None:
     off = abs(seconds - duration)
     relative = off > DURATION_SLACK_FRACTION * duration and off > DURATION_ROUNDING_SECONDS
     if off > DURATION_SLACK_SECONDS or relative:
-        return (f"manifest duration {duration:.2f} s but the audio is {seconds:.2f} s long "
+        return (f"manifest duration {_seconds(duration)} s but the audio is {seconds:.2f} s long "
                 f"(truncated or wrong file?)")
     return None
+
+
+def _seconds(value: float) -> str:
+    """A number of seconds from a data file, short whatever its size (1e300 is not printed in 301 digits)."""
+    return f"{value:.2f}" if abs(value) < 1e6 else f"{value:.3g}"

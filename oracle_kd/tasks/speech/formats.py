@@ -38,6 +38,7 @@ import numpy as np
 import soundfile
 
 from oracle_kd.io import InputError, atomic_path
+from oracle_kd.safety import BadFile, confine, read_bytes
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.speech.audio import SAMPLE_RATE
 from oracle_kd.tasks.speech.checks import Checks, Utterance
@@ -89,6 +90,7 @@ def read_utterances(
     skips: SkipLog,
     min_frames_per_char: float | None = None,
     frame_rate: float | None = None,
+    data_root: str | Path | None = None,
 ) -> list[Utterance]:
     """All usable utterances of a NeMo manifest or a LibriSpeech folder, in order.
 
@@ -98,13 +100,18 @@ def read_utterances(
     pair ("ll" in "hello"); with `min_frames_per_char` too, also when below
     `min_frames_per_char * len(text)`. Raises InputError if the data set is
     missing, unreadable as a whole, or has no usable utterance; single bad
-    utterances are reported to `skips`.
+    utterances are reported to `skips`. With `data_root`, the data set and every
+    audio file it names must lie inside that folder (symbolic links resolved); an
+    utterance whose audio lies outside it is skipped.
     """
     if min_frames_per_char is not None and frame_rate is None:
         raise ValueError("min_frames_per_char needs frame_rate (CTC frames per second)")
     path = Path(path)
+    outside = confine(path, data_root)
+    if outside:
+        raise InputError(f"data path {path} is {outside}")
     kind = detect_format(path)
-    checks = Checks(frame_rate, min_frames_per_char)
+    checks = Checks(frame_rate, min_frames_per_char, data_root)
     skipped_before = len(skips)
     if kind == "nemo-manifest":
         manifest = path if path.is_file() else path / MANIFEST_FILE
@@ -268,9 +275,9 @@ def _entries(path: Path, skips: SkipLog) -> tuple[list[tuple[str, str]], int]:
 def _text_lines(path: Path) -> list[tuple[int, str | None]]:
     """(1-based line number, text or None if not UTF-8) for each line of a text file."""
     try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+        raw = read_bytes(path)
+    except BadFile as e:
+        raise InputError(f"cannot read {path}: {e.reason}") from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
     lines = []

@@ -65,7 +65,7 @@ class SpeechTask:
                                   workers=2, progress=progress, text_cache=Path(cache_root) / "speech" / "text")
 
     def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
-                model_cfg: dict | None = None) -> Dataset:
+                model_cfg: dict | None = None, data_root: Path | None = None) -> Dataset:
         """See `Task.dataset`; `model_cfg` None: the `quick` preset's student config."""
         model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is not None:
@@ -73,7 +73,7 @@ class SpeechTask:
         from oracle_kd.tasks.speech.formats import read_utterances
 
         examples, before = [], len(skips)
-        for utt in read_utterances(Path(path), skips):  # the CTC length check below uses the exact frame count
+        for utt in read_utterances(Path(path), skips, data_root=data_root):  # the CTC length check below uses the exact frame count
             frames = self.frame_count(len(utt.audio), model_cfg)
             need = ctc_min_frames(self.tokenizer.encode(utt.text))
             if need > frames:

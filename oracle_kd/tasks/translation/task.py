@@ -20,6 +20,7 @@ from torch.utils.data import Dataset
 from oracle_kd.data import Batch, pad_targets
 from oracle_kd.io import InputError, atomic_write_json, atomic_write_text
 from oracle_kd.parallel import cache_is_complete
+from oracle_kd.safety import confine
 from oracle_kd.skips import SkipLog
 from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
 from oracle_kd.tasks.translation.models import upsample_factor
@@ -87,9 +88,14 @@ class TranslationTask:
         return folder
 
     def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
-                model_cfg: dict | None = None) -> Dataset:
+                model_cfg: dict | None = None, data_root: Path | None = None) -> Dataset:
+        """See `Task.dataset`; a user data set is one file (or two) that names no others, so
+        `data_root` confines the data set itself."""
         model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is None:
+            outside = confine(path, data_root)
+            if outside:
+                raise InputError(f"{path}: {outside}")
             return self._user_dataset(Path(path), skips, train, upsample_factor(model_cfg))
         folder = Path(path)
         tokenizer_file = folder / "tokenizer.json"
