@@ -186,3 +186,14 @@ class LengthBucketSampler(Sampler[int]):
         mine = shuffled[self.rank :: self.world_size]
         yield from np.resize(np.concatenate(mine) if mine else shuffled[0], len(self)).tolist()
 
+
+def hashed_split(key: str, percent: dict[str, int]) -> str:
+    """The split (a key of `percent`, whose values sum to 100) that `key` falls in, by a
+    stable hash (not Python's salted hash()): the same text lands in the same split on
+    every machine, whatever else the corpus holds."""
+    bucket = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % 100
+    for name, share in percent.items():
+        if bucket < share:
+            return name
+        bucket -= share
+    raise ValueError(f"split percentages must sum to 100, got {percent}")

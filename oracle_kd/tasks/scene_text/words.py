@@ -9,12 +9,12 @@ vocabulary.
 
 from __future__ import annotations
 
-import hashlib
 from functools import cache
 from importlib.metadata import version
 
 import numpy as np
 
+from oracle_kd.data import hashed_split
 from oracle_kd.tasks.scene_text.images import normalize_label
 
 TEXT_MIX = {"words": 0.70, "digits": 0.15, "codes": 0.15}  # share of examples per kind
@@ -50,13 +50,8 @@ def split_vocabulary(vocab_size: int, max_length: int) -> dict[str, tuple[str, .
 
 
 def word_split(word: str) -> str:
-    """The split a word belongs to; a stable hash, not Python's salted hash()."""
-    bucket = int.from_bytes(hashlib.blake2b(word.lower().encode(), digest_size=8).digest(), "big") % 100
-    for name, percent in WORD_SPLIT_PERCENT.items():
-        if bucket < percent:
-            return name
-        bucket -= percent
-    raise AssertionError("WORD_SPLIT_PERCENT must sum to 100")
+    """The split a word belongs to, whatever its letter case."""
+    return hashed_split(word.lower(), WORD_SPLIT_PERCENT)
 
 
 def sample_text(rng: np.random.Generator, words: tuple[str, ...], max_length: int) -> str:

@@ -14,7 +14,6 @@ a test sentence is never heard in training, whatever the corpus size.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import re
 import unicodedata
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oracle_kd.data import hashed_split
 from oracle_kd.io import InputError
 from oracle_kd.pypi import fetch_archive, read_archive
 
@@ -92,13 +92,8 @@ def split_sentences(texts) -> dict[str, list[str]]:
 
 
 def sentence_split(text: str) -> str:
-    """The split a sentence belongs to; a stable hash, not Python's salted hash()."""
-    bucket = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") % 100
-    for name, percent in SENTENCE_SPLIT_PERCENT.items():
-        if bucket < percent:
-            return name
-        bucket -= percent
-    raise AssertionError("SENTENCE_SPLIT_PERCENT must sum to 100")
+    """The split a sentence belongs to."""
+    return hashed_split(text, SENTENCE_SPLIT_PERCENT)
 
 
 def data_card(source: str) -> dict:

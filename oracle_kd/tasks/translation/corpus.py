@@ -22,13 +22,13 @@ letter case) is in two splits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oracle_kd.data import hashed_split
 from oracle_kd.io import InputError
 from oracle_kd.pypi import fetch_archive, matching_texts
 
@@ -156,13 +156,8 @@ PLACEHOLDER_TOKEN = re.compile(r"<\d+>")  # what a placeholder becomes in the co
 
 
 def split_of(source: str) -> str:
-    """The split of an English source: a stable hash of its case-folded text."""
-    bucket = int.from_bytes(hashlib.blake2b(source.casefold().encode(), digest_size=8).digest(), "big") % 100
-    for name, percent in SPLIT_PERCENT.items():
-        if bucket < percent:
-            return name
-        bucket -= percent
-    raise AssertionError("SPLIT_PERCENT must sum to 100")
+    """The split of an English source, whatever its letter case."""
+    return hashed_split(source.casefold(), SPLIT_PERCENT)
 
 
 def split_pairs(pairs) -> dict[str, list[tuple[str, str]]]:
