@@ -34,6 +34,7 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
 
 
 MODEL_KINDS = ("student", "conventional", "oracle")
+EXTRA_KINDS = {"translation": ("autoregressive",)}  # a task's own model families beyond those
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 
 
@@ -99,9 +100,10 @@ def check_meta(path: Path, meta) -> dict:
         raise InputError(f"{path}: not an oracle-kd checkpoint (no task/kind metadata)")
     if not isinstance(meta["task"], str) or meta["task"] not in TASKS:
         raise InputError(f"{path}: unknown task {str(meta['task'])[:40]!r} in its metadata (known: {', '.join(sorted(TASKS))})")
-    if not isinstance(meta["kind"], str) or meta["kind"] not in MODEL_KINDS:
+    kinds = MODEL_KINDS + EXTRA_KINDS.get(meta["task"], ())
+    if not isinstance(meta["kind"], str) or meta["kind"] not in kinds:
         raise InputError(f"{path}: unknown model kind {str(meta['kind'])[:40]!r} in its metadata "
-                         f"(known: {', '.join(MODEL_KINDS)})")
+                         f"(known: {', '.join(kinds)})")
     if not isinstance(meta.setdefault("config", {}), dict):
         raise InputError(f"{path}: the model config in its metadata is a {type(meta['config']).__name__}, not a mapping")
     return meta

@@ -74,10 +74,13 @@ class ArmSpec:
 
     kd: list[KDTerm] = field(default_factory=list)
     grid: list[dict] | None = None  # tried on validation at seed 0; None: the preset's grid.kd or grid.plain
+    # sequence-level KD: a teacher whose decoded outputs for the training sources are the
+    # student's CTC targets (the KD terms' teachers then read those targets too)
+    targets: str = ""
 
     @property
     def teachers(self) -> list[str]:
-        return list(dict.fromkeys(term.teacher for term in self.kd))
+        return list(dict.fromkeys([*(term.teacher for term in self.kd), *([self.targets] if self.targets else [])]))
 
 
 @dataclass
@@ -154,6 +157,9 @@ def check_experiment(cfg: ExperimentConfig, task) -> None:
             if term.teacher not in cfg.teachers:
                 raise InputError(f"arms.{arm}.kd.{i}.teacher: {term.teacher!r} is not a teacher of this preset "
                                  f"({', '.join(cfg.teachers)})")
+        if spec.targets and spec.targets not in cfg.teachers:
+            raise InputError(f"arms.{arm}.targets: {spec.targets!r} is not a teacher of this preset "
+                             f"({', '.join(cfg.teachers)})")
         grid = cfg.arm_grid(arm)
         if not grid:
             raise InputError(f"arms.{arm}.grid: at least one point")

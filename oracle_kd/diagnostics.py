@@ -39,9 +39,14 @@ def decode(task, model, dataset: Dataset, batch_size: int = 128) -> Decoded:
     out = Decoded([], [], [], [], [], [])
     device = model_device(model)
     for batch in loader(task, dataset, batch_size):
-        log_probs, frame_lengths = model(*inputs(batch.to(device)))
-        log_probs, frame_lengths = log_probs.float().cpu(), frame_lengths.cpu()
-        hyps = greedy_decode(log_probs, frame_lengths)
+        if getattr(model, "decodes_itself", False):  # no CTC frames: the model's own search (beam)
+            batch = batch.to(device)
+            hyps = [Hypothesis(ids, []) for ids in model.generate(batch.sources, batch.source_lengths)]
+            frame_lengths = batch.source_lengths.cpu()
+        else:
+            log_probs, frame_lengths = model(*inputs(batch.to(device)))
+            log_probs, frame_lengths = log_probs.float().cpu(), frame_lengths.cpu()
+            hyps = greedy_decode(log_probs, frame_lengths)
         out.hypotheses += hyps
         out.texts += [task.vocab.decode(h.ids) for h in hyps]
         out.references += batch.texts

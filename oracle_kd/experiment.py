@@ -33,10 +33,10 @@ import torch
 from oracle_kd import diagnostics
 from oracle_kd.checkpoint import load_model
 from oracle_kd.config import ExperimentConfig, KDTerm, TrainConfig, experiment_config, grid_point
-from oracle_kd.data import WithTeachers
+from oracle_kd.data import WithTeachers, dataset_identity
 from oracle_kd.io import Busy, InputError, atomic_write_json, claim, file_digest
 from oracle_kd.skips import SkipLog
-from oracle_kd.store import teacher_outputs
+from oracle_kd.store import distilled_targets, teacher_outputs
 from oracle_kd.tasks import get_task
 from oracle_kd.training import fit
 
@@ -146,7 +146,8 @@ class Runner:
         self.waiting: list[str] = []  # units other processes held during the last pass
         self.worked = False  # whether the last pass trained or evaluated anything itself
         self._announced: set[str] = set()
-        self._outputs: dict[str, object] = {}
+        self._outputs: dict[tuple[str, str], object] = {}  # (teacher, training set identity) -> store entry
+        self._student = None  # a student model, for its frame counts
 
     def all_units(self, seeds: list[int]) -> tuple[dict, dict] | None:
         """One pass over every unit in order: (teachers, students), or None when units that
@@ -154,8 +155,8 @@ class Runner:
         self.waiting, self.worked = [], False
         teachers = {name: self.attempt(self.teacher, name) for name in self.cfg.teachers}
         students = {arm: self.arm(arm, seeds, teachers) for arm in self.cfg.arms}
-        for name, out in self._outputs.items():  # what each teacher hands its students
-            if teachers.get(name) is not None:
+        for (name, data), out in self._outputs.items():  # what each teacher hands its students (on the split)
+            if teachers.get(name) is not None and data == dataset_identity(self.splits["train"]):
                 teachers[name]["posteriors"] = {**out.meta["posteriors"], "store_bytes": out.meta["bytes"]}
         return None if self.waiting else (teachers, students)
 
@@ -242,12 +243,30 @@ class Runner:
         blank = spec.blank_score.get(spec.tie_break)
         return bool(val) and (blank is None or abs(val.get(spec.tie_break, blank) - blank) > 1e-3)
 
-    def outputs(self, teacher: str, entry: dict):
-        """The teacher's frame log-probs on the training set, from the store (computed once)."""
-        if teacher not in self._outputs:  # other processes computing it are waited for (store.py)
-            self._outputs[teacher] = teacher_outputs(self.out / "teacher_outputs", entry["checkpoint"], self.task,
-                                                     self.splits["train"], device=self.device, say=say)
-        return self._outputs[teacher]
+    def outputs(self, teacher: str, entry: dict, train):
+        """The teacher's frame log-probs on the training set `train`, from the store (computed once)."""
+        key = (teacher, dataset_identity(train))
+        if key not in self._outputs:  # other processes computing it are waited for (store.py)
+            self._outputs[key] = teacher_outputs(self.out / "teacher_outputs", entry["checkpoint"], self.task,
+                                                 train, device=self.device, say=say)
+        return self._outputs[key]
+
+    def training_set(self, spec, teachers: dict):
+        """The arm's training set: the training split, or (sequence-level KD) the same sources
+        with the `targets` teacher's outputs as targets; then the KD teachers' outputs on it."""
+        train = self.splits["train"]
+        if spec.targets:
+            train = distilled_targets(self.out / "teacher_outputs", teachers[spec.targets]["checkpoint"], self.task,
+                                      train, self.student_frames, device=self.device, say=say)
+        kd_teachers = list(dict.fromkeys(term.teacher for term in spec.kd))
+        outputs = {t: self.outputs(t, teachers[t], train) for t in kd_teachers}
+        return WithTeachers(train, outputs) if outputs else train
+
+    def student_frames(self, example: dict) -> int:
+        """CTC frames the student emits for one training example (models count from collated lengths)."""
+        if self._student is None:
+            self._student = self.task.build_model("student", self.cfg.models["student"])
+        return self._student.frame_count(int(self.task.collate([example]).source_lengths[0]))
 
     def arm(self, arm: str, seeds: list[int], teachers: dict) -> dict | None:
         """Tuning trials (seed 0), then every seed with the chosen grid point; None while a
@@ -257,8 +276,7 @@ class Runner:
         if any(teachers.get(t) is None for t in need):
             self.waiting.append(f"{arm} (waits for teacher {', '.join(t for t in need if teachers.get(t) is None)})")
             return None
-        outputs = {t: self.outputs(t, teachers[t]) for t in need}
-        train = WithTeachers(self.splits["train"], outputs) if outputs else self.splits["train"]
+        train = self.training_set(spec, teachers)
         base = self.cfg.train["student"]
         grid = self.cfg.arm_grid(arm)
         trials = []  # seed 0 (seeds always start there): the chosen trial is the arm's seed-0 run
@@ -280,7 +298,8 @@ class Runner:
         if len(grid) > 1:
             tuning["validation"] = scores
         changed = {k: v for k, v in asdict(train_cfg).items() if getattr(base, k) != v}
-        return {"params": runs[0]["params"], "teachers": need, "kd": [asdict(t) for t in kd], "train": changed,
+        return {"params": runs[0]["params"], "teachers": need, "kd": [asdict(t) for t in kd], "targets": spec.targets,
+                "train": changed,
                 "tuning": tuning, "runs": runs}
 
     def student_run(self, arm: str, point: dict, train, kd: list[KDTerm], train_cfg: TrainConfig, seed: int) -> dict:

@@ -95,6 +95,11 @@ def plot_spikes(task, checkpoints: dict[str, str | Path], dataset, n: int, path:
         for r, name in enumerate(names):
             _, model, _ = load_model(checkpoints[name])
             model.eval()
+            if getattr(model, "decodes_itself", False):  # no CTC frames, so no spikes: its output only
+                for col, ids in enumerate(model.generate(batch.sources, batch.source_lengths)):
+                    axes[r][col].set_title(f"{name}: {task.tokenizer.decode(ids)!r}", fontsize=8, loc="left")
+                    axes[r][col].axis("off")
+                continue
             log_probs, frame_lengths = model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
             for col, hyp in enumerate(greedy_decode(log_probs, frame_lengths)):
                 title = f"{name}: {task.tokenizer.decode(hyp.ids)!r}"

@@ -86,7 +86,10 @@ def summary_table(results: dict) -> str:
     lines = [row(head), "|" + " --- |" * len(head)]
     for arm in arm_order(students):
         s = students[arm]
-        cells = [arm, f"{s['params']:,}", kd_text(kd_terms(s))] + ([point_text(s.get("train"), "-")] if train else [])
+        kd = kd_text(kd_terms(s))
+        if s.get("targets"):  # sequence-level KD: the student learns this teacher's outputs
+            kd = f"targets of {s['targets']}" + ("" if kd == "-" else f" + {kd}")
+        cells = [arm, f"{s['params']:,}", kd] + ([point_text(s.get("train"), "-")] if train else [])
         cells += [mean_std(s["test"].get(m)) for m in names] + [fmt(s.get("alignment_accuracy"))]
         lines.append(row(cells))
     n = len(results["seeds"])

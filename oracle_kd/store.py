@@ -19,8 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from oracle_kd.data import clean, dataset_identity
+from oracle_kd.data import clean, dataset_identity, source_lengths
 from oracle_kd.io import InputError, atomic_path, atomic_write_json, claim, file_digest
+from oracle_kd.vocab import ctc_min_frames
 
 
 class TeacherOutputs:
@@ -152,3 +153,65 @@ def check_frames(name: str, teacher_frames: torch.Tensor, student_frames: torch.
         example = f"example {int(indices[r])}" if indices is not None else f"row {r}"
         raise InputError(f"teacher {name} gives {int(teacher_frames[r])} frames for {example}, the student "
                          f"{int(student_frames[r])}: teacher and student must share the frame rate")
+
+
+def distilled_targets(store: str | Path, checkpoint: str | Path, task, dataset: Dataset, frame_count=None,
+                      device: str | torch.device = "cpu", say=None) -> RetargetedDataset:
+    """`dataset` with each example's target replaced by teacher `checkpoint`'s decoded output
+    for its source: sequence-level KD (Kim and Rush, 2016). Decoded once (beam search, for a
+    model with its own) and kept in the store as JSON beside the frame outputs, keyed the same
+    way. `frame_count(example) -> int` (the student's frames): an output too long for CTC there
+    keeps the reference target instead (counted in the entry's `kept_reference`)."""
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.diagnostics import decode
+
+    digest, data = file_digest(checkpoint), dataset_identity(dataset)
+    key = hashlib.sha1(f"{digest}|{data}|targets".encode()).hexdigest()[:16]
+    path = Path(store) / f"{key}.targets.json"
+    if not path.exists():
+        with claim(Path(store) / f".{key}.lock", wait=True):
+            if not path.exists():
+                teacher_task, model, _ = load_model(checkpoint, device=device)
+                if say:
+                    say(f"decoded targets of {checkpoint} on {len(dataset)} examples")
+                with clean(dataset):
+                    texts = decode(teacher_task, model, dataset).texts
+                kept = 0
+                for i, text in enumerate(texts):
+                    ids = task.tokenizer.encode(text)
+                    if not ids or (frame_count and ctc_min_frames(ids) > frame_count(dataset[i])):
+                        texts[i], kept = dataset[i]["text"], kept + 1
+                Path(store).mkdir(parents=True, exist_ok=True)
+                atomic_write_json(path, {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "data": data,
+                                         "kept_reference": kept, "texts": texts})
+    entry = json.loads(path.read_text())
+    return RetargetedDataset(dataset, entry["texts"], f"{data}+targets:{key}", entry["kept_reference"])
+
+
+class RetargetedDataset(Dataset):
+    """A data set whose examples carry other targets (`text`), e.g. a teacher's outputs."""
+
+    def __init__(self, dataset: Dataset, texts: list[str], identity: str, kept_reference: int = 0):
+        if len(texts) != len(dataset):
+            raise ValueError(f"{len(texts)} targets for {len(dataset)} examples")
+        self.dataset, self.texts, self._identity, self.kept_reference = dataset, texts, identity, kept_reference
+
+    @property
+    def augment(self):
+        return getattr(self.dataset, "augment", None)
+
+    @augment.setter
+    def augment(self, value):
+        self.dataset.augment = value
+
+    def identity(self) -> str:
+        return self._identity
+
+    def source_lengths(self):
+        return source_lengths(self.dataset)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        return {**self.dataset[i], "text": self.texts[i]}

@@ -24,6 +24,7 @@ from oracle_kd.checkpoint import save_model
 from oracle_kd.config import KDTerm, TrainConfig
 from oracle_kd.data import LengthBucketSampler, dataset_identity, source_lengths, with_teachers
 from oracle_kd.decoding import greedy_decode
+from oracle_kd.diagnostics import inputs
 from oracle_kd.io import InputError, atomic_path, atomic_write_json
 from oracle_kd.losses import ctc, kd_term
 from oracle_kd.store import check_frames
@@ -69,9 +70,11 @@ class CTCModule(pl.LightningModule):
                       self.trainer.world_size, self.cfg.num_workers)
 
     def forward(self, batch):
-        return self.model(batch.sources, batch.source_lengths, batch.targets, batch.target_lengths)
+        return self.model(*inputs(batch))
 
     def training_step(self, batch, batch_idx):
+        if hasattr(self.model, "sequence_loss"):  # a model with its own loss (the autoregressive teacher)
+            return self._record(batch_idx, self.model.sequence_loss(*inputs(batch)), {})
         log_probs, frame_lengths = self(batch)
         loss = ctc_loss = ctc(log_probs, frame_lengths, batch.targets, batch.target_lengths)
         kd_losses = []  # each KD term, weighted
@@ -83,14 +86,20 @@ class CTCModule(pl.LightningModule):
             kd_losses.append(term.weight * kd_term(term.method, log_probs, teacher[:, : log_probs.shape[1]],
                                                    frame_lengths, batch.targets, batch.target_lengths, term.tau))
             loss = loss + kd_losses[-1]
+        parts = {"train_ctc_loss": ctc_loss}
+        if kd_losses:
+            parts["train_kd_loss"] = torch.stack(kd_losses).sum()
+        return self._record(batch_idx, loss, parts, batch)
+
+    def _record(self, batch_idx, loss, parts: dict, batch=None):
+        """Check and log a step's loss (and its parts); return it."""
         if not torch.isfinite(loss):
+            where = f", examples {batch.indices[:8].tolist()}..." if batch is not None else ""
             raise NonFiniteLoss(
                 f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, "
-                f"step {self.global_step} (batch {batch_idx}, examples {batch.indices[:8].tolist()}...)"
+                f"step {self.global_step} (batch {batch_idx}{where})"
             )
-        losses = {"train_loss": loss, "train_ctc_loss": ctc_loss}
-        if kd_losses:
-            losses["train_kd_loss"] = torch.stack(kd_losses).sum()
+        losses = {"train_loss": loss, **parts}
         for name, value in losses.items():
             self._train_losses.setdefault(name, []).append(value.detach())
         lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this step's update uses
@@ -98,9 +107,13 @@ class CTCModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        log_probs, frame_lengths = self(batch)
-        for index, hyp, ref in zip(batch.indices.tolist(), greedy_decode(log_probs, frame_lengths), batch.texts):
-            self._val_decoded[index] = (self.task.vocab.decode(hyp.ids), ref)
+        if getattr(self.model, "decodes_itself", False):  # greedy search of its own: fast enough per epoch
+            ids = self.model.generate(batch.sources, batch.source_lengths, beam=1)
+        else:
+            log_probs, frame_lengths = self(batch)
+            ids = [hyp.ids for hyp in greedy_decode(log_probs, frame_lengths)]
+        for index, hyp, ref in zip(batch.indices.tolist(), ids, batch.texts):
+            self._val_decoded[index] = (self.task.vocab.decode(hyp), ref)
 
     def on_validation_epoch_end(self):
         decoded, self._val_decoded = self._val_decoded, {}

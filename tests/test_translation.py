@@ -163,6 +163,20 @@ def test_the_smoke_experiment_compares_arms_by_bleu(smoke):
 
 
 @pytest.mark.slow
+def test_sequence_level_kd_trains_on_the_autoregressive_teachers_outputs(smoke):
+    import json
+    from pathlib import Path
+
+    seqkd = smoke["students"]["student_seqkd_autoregressive"]
+    assert seqkd["targets"] == "autoregressive" and seqkd["kd"] == []
+    combined = smoke["students"]["student_seqkd_autoregressive_kd_oracle"]
+    assert combined["targets"] == "autoregressive" and combined["kd"][0]["teacher"] == "oracle"
+    store = Path(smoke["teachers"]["autoregressive"]["checkpoint"]).parents[2] / "teacher_outputs"
+    [entry] = [json.loads(p.read_text()) for p in store.glob("*.targets.json")]
+    assert len(entry["texts"]) == 95 and entry["kept_reference"] <= 95  # 96 pairs, one CTC-infeasible
+
+
+@pytest.mark.slow
 def test_translate_gives_the_same_lines_from_the_checkpoint_and_its_onnx_export(smoke, tmp_path, monkeypatch, capsys):
     import io
 

@@ -147,14 +147,17 @@ class TranslationTask:
                      texts=[e["text"] for e in examples], indices=torch.tensor([e.get("index", -1) for e in examples]))
 
     def build_model(self, kind: str, cfg: dict) -> torch.nn.Module:
+        from oracle_kd.tasks.translation.autoregressive import build_autoregressive
         from oracle_kd.tasks.translation.models import build_model
 
-        if self.tokenizer is None:  # config checks before any data: the shapes do not matter
-            return build_model(kind, cfg, PLACEHOLDER_VOCAB, PLACEHOLDER_VOCAB)
-        return build_model(kind, cfg, self.tokenizer.source_size, self.tokenizer.num_classes)
+        sizes = (PLACEHOLDER_VOCAB, PLACEHOLDER_VOCAB) if self.tokenizer is None else \
+            (self.tokenizer.source_size, self.tokenizer.num_classes)  # no tokenizer yet: config checks only
+        if kind == "autoregressive":
+            return build_autoregressive(cfg, *sizes)
+        return build_model(kind, cfg, *sizes)
 
     def frame_count(self, source_length: int, model_cfg: dict) -> int:
-        """k frames per source subword."""
+        """k frames per source subword (an autoregressive model has no CTC frames: 1)."""
         return upsample_factor(model_cfg) * int(source_length)
 
     def export_spec(self) -> ExportSpec:
