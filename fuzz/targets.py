@@ -77,6 +77,19 @@ def librispeech(data: bytes, scratch: Path) -> None:
     _read(read_utterances, folder)
 
 
+def parallel_text(data: bytes, scratch: Path) -> None:
+    """Translation user data: the bytes as a TSV file, and split at the first NUL into aligned files."""
+    from oracle_kd.tasks.translation.formats import read_pairs
+
+    folder = _fresh(scratch, "parallel_text")
+    (folder / "pairs.tsv").write_bytes(data)
+    _read(read_pairs, folder / "pairs.tsv")
+    source, _, target = data.partition(b"\0")
+    (folder / "source.txt").write_bytes(source)
+    (folder / "target.txt").write_bytes(target)
+    _read(read_pairs, folder)
+
+
 def image(data: bytes, scratch: Path) -> None:
     from oracle_kd.tasks.scene_text.images import IMAGE_HEIGHT, IMAGE_WIDTH, decode_image_bytes
 
@@ -125,8 +138,8 @@ def checkpoint_header(data: bytes, scratch: Path) -> None:
         pass
 
 
-TARGETS = {f.__name__: f for f in (labels_tsv, lmdb, lmdb_records, manifest, librispeech, image, audio, checkpoint,
-                                   checkpoint_header)}
+TARGETS = {f.__name__: f for f in (labels_tsv, lmdb, lmdb_records, manifest, librispeech, parallel_text, image,
+                                   audio, checkpoint, checkpoint_header)}
 
 
 # --- seeds: valid inputs that mutations start from -----------------------------
@@ -148,6 +161,9 @@ def seeds(name: str) -> list[bytes]:
         return [f"{good_row}\n{offset}\n".encode(), b'[{"audio_filepath": "a.wav"}]\n', b'{"text": 1}\n']
     if name == "librispeech":
         return [b"84-121123-0000 HELLO WORLD\n", b"84-121123-0000\n84-121123-0001 MISSING\n"]
+    if name == "parallel_text":
+        return [b"Save\tSpeichern\nDelete <1>\t<1> l\xc3\xb6schen\r\n", b"Open\nClose\n\0\xc3\x96ffnen\nSchlie\xc3\x9fen\n",
+                b"a\tb\tc\n\tx\n"]
     if name == "image":
         buffer = io.BytesIO()
         from PIL import Image
