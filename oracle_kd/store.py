@@ -58,20 +58,35 @@ def teacher_outputs(store: str | Path, checkpoint: str | Path, task, dataset: Da
     from oracle_kd.checkpoint import load_model
 
     digest, data = file_digest(checkpoint), dataset_identity(dataset)
-    key = hashlib.sha1(f"{digest}|{data}|{top_k or 0}".encode()).hexdigest()[:16]
+    key = entry_key(digest, data, top_k or 0)
     folder = Path(store) / key
-    if not (folder / "meta.json").exists():
-        with claim(Path(store) / f".{key}.lock", wait=True):
-            if not (folder / "meta.json").exists():
-                teacher_task, model, meta = load_model(checkpoint, device=device)
-                if teacher_task.name != task.name:
-                    raise InputError(f"{checkpoint} is a {teacher_task.name} model, not {task.name}")
-                if say:
-                    say(f"teacher outputs of {checkpoint} on {len(dataset)} examples")
-                write_entry(folder, model, task, dataset, top_k, device, batch_size,
-                            {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "teacher_kind": meta["kind"],
-                             "data": data})
+
+    def compute():
+        teacher_task, model, meta = load_model(checkpoint, device=device)
+        if teacher_task.name != task.name:
+            raise InputError(f"{checkpoint} is a {teacher_task.name} model, not {task.name}")
+        if say:
+            say(f"teacher outputs of {checkpoint} on {len(dataset)} examples")
+        write_entry(folder, model, task, dataset, top_k, device, batch_size,
+                    {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "teacher_kind": meta["kind"],
+                     "data": data})
+
+    compute_once(store, key, folder / "meta.json", compute)
     return TeacherOutputs(folder)
+
+
+def entry_key(digest: str, data: str, kept) -> str:
+    """A store entry's name: the teacher's digest, the data's identity and what is kept (top-k, targets)."""
+    return hashlib.sha1(f"{digest}|{data}|{kept}".encode()).hexdigest()[:16]
+
+
+def compute_once(store: str | Path, key: str, done: Path, compute) -> None:
+    """compute() unless `done` (written last by it) exists, under the entry's lock: another
+    process computing the same entry is waited for, not repeated."""
+    if not done.exists():
+        with claim(Path(store) / f".{key}.lock", wait=True):
+            if not done.exists():
+                compute()
 
 
 def module_outputs(store: str | Path, name: str, model: torch.nn.Module, task, dataset: Dataset,
@@ -80,14 +95,12 @@ def module_outputs(store: str | Path, name: str, model: torch.nn.Module, task, d
     """The store entry of an in-memory teacher `model` (any module with the models' forward),
     keyed by a digest of its weights as a checkpoint's entry is by the file's."""
     digest, data = state_digest(model), dataset_identity(dataset)
-    key = hashlib.sha1(f"{digest}|{data}|{top_k or 0}".encode()).hexdigest()[:16]
+    key = entry_key(digest, data, top_k or 0)
     folder = Path(store) / key
-    if not (folder / "meta.json").exists():
-        with claim(Path(store) / f".{key}.lock", wait=True):
-            if not (folder / "meta.json").exists():
-                write_entry(folder, model.to(device), task, dataset, top_k, device, batch_size,
-                            {"teacher_checkpoint": None, "teacher_name": name, "teacher_digest": digest,
-                             "teacher_kind": type(model).__qualname__, "data": data})
+    compute_once(store, key, folder / "meta.json", lambda: write_entry(
+        folder, model.to(device), task, dataset, top_k, device, batch_size,
+        {"teacher_checkpoint": None, "teacher_name": name, "teacher_digest": digest,
+         "teacher_kind": type(model).__qualname__, "data": data}))
     return TeacherOutputs(folder)
 
 
@@ -166,24 +179,25 @@ def distilled_targets(store: str | Path, checkpoint: str | Path, task, dataset: 
     from oracle_kd.diagnostics import decode
 
     digest, data = file_digest(checkpoint), dataset_identity(dataset)
-    key = hashlib.sha1(f"{digest}|{data}|targets".encode()).hexdigest()[:16]
+    key = entry_key(digest, data, "targets")
     path = Path(store) / f"{key}.targets.json"
-    if not path.exists():
-        with claim(Path(store) / f".{key}.lock", wait=True):
-            if not path.exists():
-                teacher_task, model, _ = load_model(checkpoint, device=device)
-                if say:
-                    say(f"decoded targets of {checkpoint} on {len(dataset)} examples")
-                with clean(dataset):
-                    texts = decode(teacher_task, model, dataset).texts
-                kept = 0
-                for i, text in enumerate(texts):
-                    ids = task.tokenizer.encode(text)
-                    if not ids or (frame_count and ctc_min_frames(ids) > frame_count(dataset[i])):
-                        texts[i], kept = dataset[i]["text"], kept + 1
-                Path(store).mkdir(parents=True, exist_ok=True)
-                atomic_write_json(path, {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "data": data,
-                                         "kept_reference": kept, "texts": texts})
+
+    def compute():
+        teacher_task, model, _ = load_model(checkpoint, device=device)
+        if say:
+            say(f"decoded targets of {checkpoint} on {len(dataset)} examples")
+        with clean(dataset):
+            texts = decode(teacher_task, model, dataset).texts
+        kept = 0
+        for i, text in enumerate(texts):
+            ids = task.tokenizer.encode(text)
+            if not ids or (frame_count and ctc_min_frames(ids) > frame_count(dataset[i])):
+                texts[i], kept = dataset[i]["text"], kept + 1
+        Path(store).mkdir(parents=True, exist_ok=True)
+        atomic_write_json(path, {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "data": data,
+                                 "kept_reference": kept, "texts": texts})
+
+    compute_once(store, key, path, compute)
     entry = json.loads(path.read_text())
     return RetargetedDataset(dataset, entry["texts"], f"{data}+targets:{key}", entry["kept_reference"])
 

@@ -157,7 +157,7 @@ class TranslationTask:
         return build_model(kind, cfg, *sizes)
 
     def frame_count(self, source_length: int, model_cfg: dict) -> int:
-        """k frames per source subword (an autoregressive model has no CTC frames: 1)."""
+        """k frames per source subword (of a CTC model's config)."""
         return upsample_factor(model_cfg) * int(source_length)
 
     def export_spec(self) -> ExportSpec:
