@@ -59,7 +59,7 @@ def report_markdown(results: dict, out: Path, curves: Path | None, spikes: Path 
         "The Oracle teachers' test figures are computed with the reference labels as input (an oracle), so they "
         "measure alignment, not recognition." if oracles else "",
         posterior_lines(results["teachers"]),
-        "## Paired bootstrap (test split)", bootstrap_table(results) or "Not computed for this run.",
+        "## Paired bootstrap (test split)", bootstrap_tables(results) or "Not computed for this run.",
         "## Learning curves", curves_table(results),
         f"![learning curves]({curves.relative_to(out)})" if curves else "No training history recorded.",
         "## Frame spikes on test examples",
@@ -147,11 +147,21 @@ def tuning_lines(results: dict) -> str:
     return "\n".join(lines)
 
 
-def bootstrap_table(results: dict, key_pairs_only: bool = False) -> str:
+def bootstrap_tables(results: dict, key_pairs_only: bool = False) -> str:
+    """The primary metric's paired bootstrap, then any other metric's the run computed (chrF)."""
+    tables = [bootstrap_table(results, key_pairs_only)]
+    for metric, found in (results.get("paired_bootstrap_other_metrics") or {}).items():
+        table = bootstrap_table(results, key_pairs_only, found)
+        tables.append(f"The same for {label(metric)}:\n\n{table}" if table else "")
+    return "\n\n".join(t for t in tables if t)
+
+
+def bootstrap_table(results: dict, key_pairs_only: bool = False, found: dict | None = None) -> str:
     """Paired bootstrap between arms over test examples: differences in points of the metric.
     `key_pairs_only`: the pairs the comparison is judged by (PAPER.md's arms, and the best
-    arm of each teacher family chosen on validation, against plain CTC and each other)."""
-    found = dict(results.get("paired_bootstrap") or {})
+    arm of each teacher family chosen on validation, against plain CTC and each other).
+    `found`: one metric's bootstrap (default the primary metric's)."""
+    found = dict((results.get("paired_bootstrap") if found is None else found) or {})
     if key_pairs_only and found.get("pairs"):
         best = results.get("best") or {}
         firsts = {"student_kd_oracle", best.get("oracle")}
@@ -163,7 +173,7 @@ def bootstrap_table(results: dict, key_pairs_only: bool = False) -> str:
         return ""
     metric = found.get("metric", results["metric"])
     scale = 1 if metric in ON_100_SCALE else 100
-    better = "higher" if results.get("higher_is_better", True) else "lower"
+    better = "higher" if higher(metric, results) else "lower"
     lines = [f"Over the {found.get('test_examples', 0):,} test examples, {found.get('resamples', 0):,} resamples; an "
              f"arm's score is the mean of its seeds' corpus scores. Difference: first minus second, in points of "
              f"{metric} ({better} is better).", "",
@@ -274,7 +284,7 @@ def model_text(name: str, teacher: dict) -> str:
 def render_readme_tables(results: dict) -> str:
     """The README's tables of one results.json: student arms (best mean in bold), teachers,
     and the paired bootstrap when there is one."""
-    tables = (readme_students(results), readme_teachers(results), bootstrap_table(results, key_pairs_only=True))
+    tables = (readme_students(results), readme_teachers(results), bootstrap_tables(results, key_pairs_only=True))
     return "\n\n".join(t for t in tables if t) + "\n"
 
 

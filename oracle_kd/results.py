@@ -25,10 +25,16 @@ def build_results(task, cfg: ExperimentConfig, preset: str, overrides: list[str]
     per_arm = {arm: [example_statistics(evaluations[r["folder"]]) for r in entry["runs"]]
                for arm, entry in students.items()}
     pairs = comparison_pairs(cfg, list(students))
-    bootstrap = {"metric": spec.primary, "test_examples": data.get("test"),
-                 "resamples": cfg.diagnostics.bootstrap_resamples,
-                 "pairs": paired_bootstrap(per_arm, spec.higher_is_better, cfg.diagnostics.bootstrap_resamples,
-                                           pairs=pairs, corpus_score=getattr(task, "corpus_score", None))}
+    def bootstrap(metric: str, higher_is_better: bool, corpus_score) -> dict:
+        return {"metric": metric, "test_examples": data.get("test"),
+                "resamples": cfg.diagnostics.bootstrap_resamples,
+                "pairs": paired_bootstrap(per_arm, higher_is_better, cfg.diagnostics.bootstrap_resamples,
+                                          pairs=pairs, corpus_score=corpus_score)}
+    primary = bootstrap(spec.primary, spec.higher_is_better, getattr(task, "corpus_score", None))
+    # a task whose per-example statistics also give other metrics (translation: chrF beside BLEU)
+    others = {metric: bootstrap(metric, spec.tie_break_higher if metric == spec.tie_break else True, score)
+              for metric, score in getattr(task, "corpus_scores", {}).items()
+              if metric != spec.primary and carries(per_arm, metric, task)}
     return {
         "task": task.name, "preset": preset, "overrides": overrides, "seeds": seeds,
         "metric": spec.primary, "higher_is_better": spec.higher_is_better,
@@ -38,7 +44,8 @@ def build_results(task, cfg: ExperimentConfig, preset: str, overrides: list[str]
         "teachers": teachers,
         "students": {arm: arms[arm] for arm in [*PAPER_ARMS, *[a for a in arms if a not in PAPER_ARMS]]},
         "best": best_arms(cfg, students, spec),
-        "paired_bootstrap": bootstrap,
+        "paired_bootstrap": primary,
+        **({"paired_bootstrap_other_metrics": others} if others else {}),
         "curves": curves(students, spec),
         "wall_seconds": wall_seconds,
     }
@@ -67,6 +74,13 @@ def example_statistics(evaluation: dict):
     if "stats" in evaluation:
         return np.asarray(evaluation["stats"], dtype=np.float64)
     return np.asarray(evaluation["errors"]), np.asarray(evaluation["units"])
+
+
+def carries(per_arm: dict, metric: str, task) -> bool:
+    """Whether every run's statistics have the columns `metric` is scored from (run folders
+    evaluated before a task added a metric's statistics do not)."""
+    width = task.stats_columns[metric]
+    return all(isinstance(run, np.ndarray) and run.shape[1] >= width for runs in per_arm.values() for run in runs)
 
 
 def comparison_pairs(cfg: ExperimentConfig, arms: list[str]) -> list[tuple[str, str]]:

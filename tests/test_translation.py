@@ -10,7 +10,7 @@ from oracle_kd.skips import SkipLog
 from oracle_kd.stats import paired_bootstrap
 from oracle_kd.tasks.translation.models import build_model
 from oracle_kd.tasks.translation.numbers import english, german, number_splits
-from oracle_kd.tasks.translation.task import PairSplit, TranslationTask, corpus_bleu
+from oracle_kd.tasks.translation.task import PairSplit, TranslationTask, corpus_bleu, corpus_chrf
 from oracle_kd.tasks.translation.tokenizer import SubwordTokenizer, TokenizerConfig, train_tokenizer
 from oracle_kd.vocab import ctc_min_frames
 
@@ -102,9 +102,24 @@ def test_bleu_from_summed_statistics_equals_sacrebleu():
     hyps = ["das Haus ist klein", "der Hund", "ein kleines Boot fährt", "nichts"]
     refs = ["das Haus ist sehr klein", "der Hund bellt", "ein kleines Boot fährt schnell", "gar nichts hier"]
     stats = TranslationTask().example_stats(hyps, refs)
-    assert stats.shape == (4, 10)
-    assert stats[1].tolist() == [2, 1, 0, 0, 2, 1, 0, 0, 2, 3]  # matches 1-4, totals 1-4, hyp and ref length
+    assert stats.shape == (4, 28)
+    assert stats[1, :10].tolist() == [2, 1, 0, 0, 2, 1, 0, 0, 2, 3]  # matches 1-4, totals 1-4, hyp and ref length
     assert float(corpus_bleu(stats.sum(0))) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
+
+
+def test_chrf_from_summed_statistics_by_hand_and_as_sacrebleu():
+    task = TranslationTask()
+    # "ab" against "ac": unigrams 2/2/1 matched (P = R = 1/2), bigrams 1/1/0 (P = R = 0), no longer
+    # n-grams on either side: P = R = 1/4 averaged over the 2 orders present, F-beta = 1/4
+    stats = task.example_stats(["ab", "ab"], ["ac", "ab"])
+    assert stats[0, 10:16].tolist() == [2, 2, 1, 1, 1, 0]
+    assert float(corpus_chrf(stats[0, 10:])) == pytest.approx(25.0)
+    assert float(task.corpus_scores["chrf"](stats[1])) == pytest.approx(100.0)
+    hyps = ["das Haus ist klein", "der Hund", "ein kleines Boot fährt", "nichts"]
+    refs = ["das Haus ist sehr klein", "der Hund bellt", "ein kleines Boot fährt schnell", "gar nichts hier"]
+    sums = task.example_stats(hyps, refs).sum(0)
+    assert float(task.corpus_scores["chrf"](sums)) == pytest.approx(sacrebleu.corpus_chrf(hyps, [refs]).score)
+    assert float(task.corpus_scores["bleu"](sums)) == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
 
 
 def test_the_bootstrap_scores_bleu_by_its_statistics():

@@ -30,6 +30,12 @@ from oracle_kd.vocab import ctc_min_frames
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 PLACEHOLDER_VOCAB = 64  # labels of a task without a tokenizer yet: config checks only
+# sacrebleu's statistics row is [hyp_len, ref_len, matches_1..4, totals_1..4]; ours puts lengths last
+_BLEU_COLUMNS = [2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+BLEU_COLUMNS = 10
+CHRF_ORDER = 6  # sacrebleu's chrF defaults: character n-grams 1..6, no word n-grams, beta 2
+CHRF_COLUMNS = 3 * CHRF_ORDER
+CHRF_BETA = 2.0
 
 
 @dataclass
@@ -184,18 +190,27 @@ class TranslationTask:
                 "chrf": float(sacrebleu.corpus_chrf(hyps, [references]).score)}
 
     def example_stats(self, hypotheses: list[str], references: list[str]) -> np.ndarray:
-        """(examples, 10) BLEU sufficient statistics: n-gram matches and totals for n = 1..4,
-        hypothesis and reference length; their column sums give `score`'s corpus BLEU."""
-        from sacrebleu.metrics import BLEU
+        """(examples, 28) sufficient statistics: BLEU's 10 (n-gram matches and totals for n = 1..4,
+        hypothesis and reference length), then chrF's 18 (hypothesis, reference and matched
+        character n-grams for n = 1..6); column sums give `score`'s corpus BLEU and chrF."""
+        from sacrebleu.metrics import BLEU, CHRF
 
-        bleu = BLEU()
-        return np.array([bleu._extract_corpus_statistics([h.strip()], [[r]])[0] for h, r in
-                         zip(hypotheses, references)], dtype=np.float64).reshape(len(references), -1)[:, _BLEU_COLUMNS]
+        hyps = [h.strip() for h in hypotheses]
+        bleu = np.array([BLEU()._extract_corpus_statistics([h], [[r]])[0] for h, r in zip(hyps, references)],
+                        dtype=np.float64).reshape(len(references), -1)[:, _BLEU_COLUMNS]
+        chrf = np.array(CHRF()._extract_corpus_statistics(hyps, [references]),
+                        dtype=np.float64).reshape(len(references), CHRF_COLUMNS)
+        return np.concatenate([bleu, chrf], axis=1)
 
     @staticmethod
     def corpus_score(sums: np.ndarray) -> np.ndarray:
-        """Corpus BLEU (0-100) from column sums of `example_stats` ((..., 10) -> (...))."""
-        return corpus_bleu(sums)
+        """Corpus BLEU (0-100) from column sums of `example_stats` ((..., 10 or more) -> (...))."""
+        return corpus_bleu(np.asarray(sums)[..., :BLEU_COLUMNS])
+
+    # every metric the paired bootstrap can score from `example_stats` (results.json's per-metric bootstraps)
+    corpus_scores = {"bleu": lambda sums: corpus_bleu(np.asarray(sums)[..., :BLEU_COLUMNS]),
+                     "chrf": lambda sums: corpus_chrf(np.asarray(sums)[..., BLEU_COLUMNS:BLEU_COLUMNS + CHRF_COLUMNS])}
+    stats_columns = {"bleu": BLEU_COLUMNS, "chrf": BLEU_COLUMNS + CHRF_COLUMNS}  # columns each metric needs
 
     def plot_spikes(self, ax, example, title, label_ids, spike_frames, frames):
         labels = self._tokenizer_or_fail().labels
@@ -209,8 +224,6 @@ class TranslationTask:
         ax.set_yticks([])
 
 
-# sacrebleu's statistics row is [hyp_len, ref_len, matches_1..4, totals_1..4]; ours puts lengths last
-_BLEU_COLUMNS = [2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
 
 
 def corpus_bleu(sums: np.ndarray) -> np.ndarray:
@@ -223,6 +236,22 @@ def corpus_bleu(sums: np.ndarray) -> np.ndarray:
         brevity = np.where(hyp < ref, 1 - ref / np.maximum(hyp, 1), 0.0)
         bleu = 100 * np.exp(log_precision + brevity)
     return np.where(hyp > 0, bleu, 0.0)
+
+
+def corpus_chrf(sums: np.ndarray) -> np.ndarray:
+    """chrF (Popovic, 2015; sacrebleu's defaults) from summed statistics [hyp, ref, match] per
+    character n-gram order 1..6 along the last axis: precision and recall averaged over the orders
+    both sides have, then their F-beta; vectorized over the leading axes (bootstrap resamples)."""
+    sums = np.asarray(sums, dtype=np.float64).reshape(*np.shape(sums)[:-1], CHRF_ORDER, 3)
+    hyp, ref, match = sums[..., 0], sums[..., 1], sums[..., 2]
+    present = (hyp > 0) & (ref > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        orders = present.sum(axis=-1)
+        precision = np.where(present, match / np.maximum(hyp, 1), 0.0).sum(axis=-1) / np.maximum(orders, 1)
+        recall = np.where(present, match / np.maximum(ref, 1), 0.0).sum(axis=-1) / np.maximum(orders, 1)
+        factor = CHRF_BETA ** 2
+        f = (1 + factor) * precision * recall / (factor * precision + recall)
+    return np.where(precision + recall > 0, 100 * f, 0.0)
 
 
 # --- the generated splits -------------------------------------------------------------------
