@@ -15,7 +15,9 @@ every input (the same frame rate), since KD compares them frame by frame.
 The run is the same as `oracle-kd train`'s (`training.fit`): early stopping on the
 task's metric, resumable from `OUT/last.ckpt`, the student's best weights in
 `OUT/best.safetensors` (load them with `safetensors.torch.load_file` into your
-module), the history and the logger's files in `OUT`.
+module), the history and the logger's files in `OUT`. A module that says how it is
+rebuilt (`checkpoint_config()`, as the Hugging Face adapters do) makes that file a
+checkpoint like any other: `load_model`, `evaluate`, `transcribe` and `--teacher` read it.
 """
 
 from __future__ import annotations
@@ -62,9 +64,13 @@ def distil(task, student: torch.nn.Module, train_set: Dataset, val_set: Dataset,
 
 
 def describe(model: torch.nn.Module) -> dict:
-    """What a run folder records of a module it did not build: its class and size."""
+    """What a run folder and the checkpoint record of a module they did not build: its class and
+    size, and what rebuilds it where the module says (`checkpoint_config()`, e.g. the Hugging Face
+    adapters of tasks/speech/hf.py), which lets `load_model` load the checkpoint."""
     cls = type(model)
-    return {"module": f"{cls.__module__}.{cls.__qualname__}", "params": sum(p.numel() for p in model.parameters())}
+    rebuilt_from = model.checkpoint_config() if hasattr(model, "checkpoint_config") else {}
+    return {"module": f"{cls.__module__}.{cls.__qualname__}", "params": sum(p.numel() for p in model.parameters()),
+            **rebuilt_from}
 
 
 @torch.no_grad()
