@@ -5,6 +5,7 @@ Every model here is built from a tiny config or saved to a temporary folder: not
 
 import ast
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from .conftest import SPEECH_TINY
 
 ORACLE_TINY = {"encoder": {"channels": 8, "kernels": [5]}, "d_model": 16, "heads": 2, "layers": 1}
 ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "distil_hf_model.py"
 CFG = TrainConfig(max_epochs=1, batch_size=4, warmup_steps=1)
 
 
@@ -199,3 +201,55 @@ def test_a_forged_hugging_face_config_is_refused_before_it_is_built(tmp_path, ch
                              "task_state": {"sources": "waveform"}})
     with pytest.raises(InputError, match=says):
         load_model(path)
+
+
+def test_a_wav2vec2_checkpoint_teaches_a_log_mel_student_and_exports_to_onnx(tmp_path, capsys, monkeypatch):
+    from oracle_kd.distil import describe
+
+    task = get_task("speech")
+    data = waveforms([8000, 9600, 11200, 12800])
+    teacher = tmp_path / "wav2vec2.safetensors"  # as distil writes it
+    save_model(teacher, student(), {"task": "speech", "kind": "custom", "config": describe(student()),
+                                    "task_state": {"sources": "waveform"}})
+    quartznet = task.build_model("student", SPEECH_TINY)  # log-mel features in, 320 samples a frame
+    result = distil(task, quartznet, data, data, tmp_path / "run", teachers={"wav2vec2": str(teacher)},
+                    kd=[KDTerm(method="frame", teacher="wav2vec2")], cfg=CFG, progress=False)
+    assert result.epochs == 1
+
+    import soundfile
+
+    monkeypatch.chdir(tmp_path)
+    soundfile.write("a.wav", data[3]["audio"], 16000)
+    assert main(["export", str(teacher), "--out", "w.onnx"]) == 0
+    capsys.readouterr()
+    texts = []
+    for model in (str(teacher), "w.onnx"):
+        assert main(["transcribe", model, "a.wav"]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0].startswith("a.wav\t") and texts[0] == texts[1]
+
+
+def example_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("distil_hf_model", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_readme_example_distils_a_wav2vec2_student_from_its_oracle_teacher(tmp_path, capsys):
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- example:distil_hf_model:start -->\n```python\n(.*?)```\n"
+                      r"<!-- example:distil_hf_model:end -->", readme, re.S)
+    assert block is not None and block.group(1) == EXAMPLE.read_text()
+    pytest.importorskip("transformers", reason="transformers is not installed (pip install 'oracle-kd[hf]')")
+
+    student, result = example_module().main(tmp_path, n_train=16, n_val=8, epochs=1)  # eSpeak NG, a few seconds
+    assert result.epochs == 1 and set(result.best_val) == {"wer", "cer"}
+    assert str(result.best_val) in capsys.readouterr().out
+    task, loaded, _ = load_model(result.checkpoint)
+    assert type(loaded).__name__ == "HFCTC" and task.sources == "waveform"
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in load_file(result.checkpoint).items())
+    _, oracle, meta = load_model(tmp_path / "oracle" / "best.safetensors")
+    assert type(oracle).__name__ == "HFOracle" and meta["config"]["oracle"]["d_model"] == 32
