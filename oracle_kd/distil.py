@@ -5,7 +5,9 @@ A model here (student or teacher) is a module whose
     forward(sources, source_lengths, targets=None, target_lengths=None) -> (log_probs, frame_lengths)
 
 takes a task's collated sources (scene text: images (batch, 1, 32, width) in [-1, 1];
-speech: log-mel features (batch, frames, 80)) and returns log-softmax CTC posteriors
+speech: log-mel features (batch, frames, 80), or 16 kHz samples (batch, samples) from
+`get_task("speech", sources="waveform")`, which Hugging Face models read (tasks/speech/hf.py))
+and returns log-softmax CTC posteriors
 (batch, frames, classes) over the task's classes (`task.tokenizer.num_classes`, the
 blank at 0) with each row's valid frame count. Targets are given to models that read
 them (an Oracle Teacher); others ignore them. A teacher is such a module or an
