@@ -38,6 +38,7 @@ def main(out_dir, pretrained=None, n_train=400, n_val=40, epochs=10):
     classes = task.tokenizer.num_classes  # the blank (0), then a-z, apostrophe, space
     if pretrained:
         student = HFCTC.from_pretrained(pretrained, task.tokenizer.labels)
+        student.model.freeze_feature_encoder()  # fine-tuning keeps the pretrained convolutions
     else:
         student = HFCTC.from_config(TINY, classes)
     cfg = TrainConfig(max_epochs=epochs, batch_size=16, lr=1e-3)

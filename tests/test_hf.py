@@ -105,20 +105,29 @@ def test_log_mel_features_are_refused_naming_the_waveform_task():
         student()(batch.sources, batch.source_lengths)
 
 
-def test_a_pretrained_folder_loads_offline_its_vocabulary_mapped_onto_the_task_classes(tmp_path):
+VOCAB = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "'": 8}  # wav2vec2's order
+
+
+def pretrained_folder(folder):
+    """A tiny Wav2Vec2ForCTC and its tokenizer, as `save_pretrained` writes them (config.json,
+    model.safetensors, vocab.json, ...); returns the model."""
     transformers = pytest.importorskip("transformers")
+    folder.mkdir()
+    (folder / "vocab.json").write_text(json.dumps(VOCAB))
+    transformers.Wav2Vec2CTCTokenizer(str(folder / "vocab.json")).save_pretrained(folder)
+    config = tiny_config()
+    config.vocab_size, config.pad_token_id = len(VOCAB), 0
+    torch.manual_seed(0)
+    model = transformers.Wav2Vec2ForCTC(config).eval()
+    model.save_pretrained(folder)
+    assert (folder / "model.safetensors").exists()
+    return model
+
+
+def test_a_pretrained_folder_loads_offline_its_vocabulary_mapped_onto_the_task_classes(tmp_path):
     from oracle_kd.tasks.speech.hf import HFCTC
 
-    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, "E": 5, "T": 6, "A": 7, "'": 8}
-    (tmp_path / "vocab.json").write_text(json.dumps(vocab))
-    transformers.Wav2Vec2CTCTokenizer(str(tmp_path / "vocab.json")).save_pretrained(tmp_path / "model")
-    config = tiny_config()
-    config.vocab_size, config.pad_token_id = len(vocab), 0
-    torch.manual_seed(0)
-    original = transformers.Wav2Vec2ForCTC(config).eval()
-    original.save_pretrained(tmp_path / "model")  # config.json and model.safetensors
-    assert (tmp_path / "model" / "model.safetensors").exists()
-
+    original = pretrained_folder(tmp_path / "model")
     task = get_task("speech", sources="waveform")
     model = HFCTC.from_pretrained(tmp_path / "model", task.tokenizer.labels).eval()
     assert model.new_labels == [c for c in task.tokenizer.labels if c not in "aet' "]
@@ -253,3 +262,10 @@ def test_the_readme_example_distils_a_wav2vec2_student_from_its_oracle_teacher(t
     assert all(torch.equal(v, student.state_dict()[k]) for k, v in load_file(result.checkpoint).items())
     _, oracle, meta = load_model(tmp_path / "oracle" / "best.safetensors")
     assert type(oracle).__name__ == "HFOracle" and meta["config"]["oracle"]["d_model"] == 32
+
+
+def test_the_readme_example_fine_tunes_a_pretrained_folder(tmp_path):
+    pretrained_folder(tmp_path / "pretrained")
+    student, result = example_module().main(tmp_path / "out", tmp_path / "pretrained", n_train=16, n_val=8, epochs=1)
+    assert result.epochs == 1 and student.new_labels[:3] == ["b", "c", "d"]  # a, e, t, ' and space were in its vocabulary
+    assert not any(p.requires_grad for p in student.model.wav2vec2.feature_extractor.parameters())
