@@ -34,6 +34,7 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict) -> Path:
 
 
 MODEL_KINDS = ("student", "conventional", "oracle")
+CUSTOM_KIND = "custom"  # a module of the user's own, trained by `distil`; rebuilt only if its config says how
 EXTRA_KINDS = {"translation": ("autoregressive",)}  # a task's own model families beyond those
 MAX_HEADER_BYTES = 100 << 20  # safetensors' own limit on its JSON header
 
@@ -100,7 +101,7 @@ def check_meta(path: Path, meta) -> dict:
         raise InputError(f"{path}: not an oracle-kd checkpoint (no task/kind metadata)")
     if not isinstance(meta["task"], str) or meta["task"] not in TASKS:
         raise InputError(f"{path}: unknown task {str(meta['task'])[:40]!r} in its metadata (known: {', '.join(sorted(TASKS))})")
-    kinds = MODEL_KINDS + EXTRA_KINDS.get(meta["task"], ())
+    kinds = MODEL_KINDS + EXTRA_KINDS.get(meta["task"], ()) + (CUSTOM_KIND,)
     if not isinstance(meta["kind"], str) or meta["kind"] not in kinds:
         raise InputError(f"{path}: unknown model kind {str(meta['kind'])[:40]!r} in its metadata "
                          f"(known: {', '.join(kinds)})")
@@ -142,6 +143,11 @@ def load_model(path: str | Path, device: str | torch.device = "cpu"):
     from oracle_kd.tasks import get_task
 
     state, meta = read_checkpoint(path)
+    if meta["kind"] == CUSTOM_KIND and "builder" not in meta["config"]:
+        module = str(meta["config"].get("module", "a module"))[:100]
+        raise InputError(f"{path}: the weights of your own {module} (written by `distil`), which oracle-kd cannot "
+                         "rebuild from a file: build the module in Python and load them into it with "
+                         "safetensors.torch.load_file")
     task = get_task(meta["task"])
     if "task_state" in meta:  # what the task learnt from data (a tokenizer), before the model is sized by it
         try:
@@ -168,7 +174,10 @@ def check_shapes(path, task, meta: dict, state: dict[str, torch.Tensor]) -> None
     from torch.nn.modules.module import (register_module_buffer_registration_hook,
                                          register_module_parameter_registration_hook)
 
-    limit, counted = sum(t.numel() for t in state.values()), [0]
+    held = sum(t.numel() for t in state.values())
+    # Twice what the file holds: building may register a tensor twice (weight norm registers
+    # the weight, then the two factors that replace it), and a forged model is far larger.
+    limit, counted = 2 * held, [0]
 
     def count(module, name, tensor):
         counted[0] += 0 if tensor is None else tensor.numel()
@@ -180,7 +189,7 @@ def check_shapes(path, task, meta: dict, state: dict[str, torch.Tensor]) -> None
         with torch.device("meta"):
             skeleton = task.build_model(meta["kind"], meta["config"])
     except _Larger:
-        raise InputError(f"{path}: its metadata describes a model with more weights than the {limit:,} the file holds") from None
+        raise InputError(f"{path}: its metadata describes a model with more weights than the {held:,} the file holds") from None
     except (InputError, TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: the model its metadata describes cannot be built ({str(e).splitlines()[0][:200]})") from None
     finally:

@@ -5,7 +5,9 @@ A model here (student or teacher) is a module whose
     forward(sources, source_lengths, targets=None, target_lengths=None) -> (log_probs, frame_lengths)
 
 takes a task's collated sources (scene text: images (batch, 1, 32, width) in [-1, 1];
-speech: log-mel features (batch, frames, 80)) and returns log-softmax CTC posteriors
+speech: log-mel features (batch, frames, 80), or 16 kHz samples (batch, samples) from
+`get_task("speech", sources="waveform")`, which Hugging Face models read (tasks/speech/hf.py))
+and returns log-softmax CTC posteriors
 (batch, frames, classes) over the task's classes (`task.tokenizer.num_classes`, the
 blank at 0) with each row's valid frame count. Targets are given to models that read
 them (an Oracle Teacher); others ignore them. A teacher is such a module or an
@@ -15,7 +17,9 @@ every input (the same frame rate), since KD compares them frame by frame.
 The run is the same as `oracle-kd train`'s (`training.fit`): early stopping on the
 task's metric, resumable from `OUT/last.ckpt`, the student's best weights in
 `OUT/best.safetensors` (load them with `safetensors.torch.load_file` into your
-module), the history and the logger's files in `OUT`.
+module), the history and the logger's files in `OUT`. A module that says how it is
+rebuilt (`checkpoint_config()`, as the Hugging Face adapters do) makes that file a
+checkpoint like any other: `load_model`, `evaluate`, `transcribe` and `--teacher` read it.
 """
 
 from __future__ import annotations
@@ -62,9 +66,13 @@ def distil(task, student: torch.nn.Module, train_set: Dataset, val_set: Dataset,
 
 
 def describe(model: torch.nn.Module) -> dict:
-    """What a run folder records of a module it did not build: its class and size."""
+    """What a run folder and the checkpoint record of a module they did not build: its class and
+    size, and what rebuilds it where the module says (`checkpoint_config()`, e.g. the Hugging Face
+    adapters of tasks/speech/hf.py), which lets `load_model` load the checkpoint."""
     cls = type(model)
-    return {"module": f"{cls.__module__}.{cls.__qualname__}", "params": sum(p.numel() for p in model.parameters())}
+    rebuilt_from = model.checkpoint_config() if hasattr(model, "checkpoint_config") else {}
+    return {"module": f"{cls.__module__}.{cls.__qualname__}", "params": sum(p.numel() for p in model.parameters()),
+            **rebuilt_from}
 
 
 @torch.no_grad()

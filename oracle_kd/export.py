@@ -16,7 +16,7 @@ string -> string; values that are not plain strings are JSON):
 | `labels` | JSON list: the text of each class of `log_probs`' last axis, in class order; the blank's is `""` |
 | `blank` | the blank's class index |
 | `tokenizer` | `characters`: a label sequence's text is its labels joined with no separator; `sentencepiece`: decode with the model in `task_state` |
-| `task_state` | JSON, where the task learnt something from data: translation's sentencepiece models (base64) |
+| `task_state` | JSON, where the task learnt something from data or is not in its default setting: translation's sentencepiece models (base64); speech's `sources` when the model reads waveforms |
 | `input` | JSON: how a raw input becomes the graph's inputs (the task's `ExportSpec.preprocessing`) |
 | `outputs`, `decoding` | what the outputs are and how to read them (prose) |
 | `model` | JSON: kind, config and parameter count of the exported model |
@@ -72,7 +72,7 @@ def onnx_metadata(task, model, meta: dict, checkpoint_sha1: str) -> dict[str, st
         "labels": json.dumps(labels),
         "blank": str(BLANK),
         "tokenizer": getattr(task.tokenizer, "kind", "characters"),
-        **({"task_state": json.dumps(task.state())} if hasattr(task, "state") else {}),
+        **({"task_state": json.dumps(task.state())} if hasattr(task, "state") and task.state() else {}),
         "input": json.dumps(task.export_spec().preprocessing),
         "outputs": "log_probs (batch, frames, classes): natural-log CTC posteriors; "
                    "frame_lengths (batch,): how many of each row's frames are valid",

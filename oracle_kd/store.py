@@ -67,7 +67,8 @@ def teacher_outputs(store: str | Path, checkpoint: str | Path, task, dataset: Da
             raise InputError(f"{checkpoint} is a {teacher_task.name} model, not {task.name}")
         if say:
             say(f"teacher outputs of {checkpoint} on {len(dataset)} examples")
-        write_entry(folder, model, task, dataset, top_k, device, batch_size,
+        # batches as the teacher was trained on them: a log-mel teacher of a waveform student still gets features
+        write_entry(folder, model, teacher_task, dataset, top_k, device, batch_size,
                     {"teacher_checkpoint": str(checkpoint), "teacher_digest": digest, "teacher_kind": meta["kind"],
                      "data": data})
 

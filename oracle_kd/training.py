@@ -321,8 +321,9 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     model = task.build_model(kind, model_cfg) if model is None else model
     meta = {"task": task.name, "kind": kind, "config": model_cfg,
             "kd": [asdict(t) for t in kd] if kd else None, "seed": seed}
-    if hasattr(task, "state"):  # what the task learnt from data (a tokenizer) goes with the weights
-        meta["task_state"] = task.state()
+    state = task.state() if hasattr(task, "state") else None
+    if state:  # what the task learnt from data (a tokenizer), or a non-default setting, goes with the weights
+        meta["task_state"] = state
 
     module = CTCModule(task, model, cfg, kd, train_set, val_set, seed)
     recorder = RunRecorder(out_dir, task.metrics, meta, cfg)

@@ -101,6 +101,23 @@ def test_log_probs_that_are_not_normalised_are_refused(tmp_path):
         distil(get_task("scene-text"), Logits(), tiny_data(), tiny_data(), tmp_path / "run", cfg=CFG, progress=False)
 
 
+def test_a_checkpoint_of_a_module_of_your_own_says_how_to_load_it(tmp_path, capsys):
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.cli import main
+    from oracle_kd.distil import describe
+
+    path = tmp_path / "best.safetensors"  # what distil writes for a module that cannot say how it is rebuilt
+    save_model(path, Strided(), {"task": "scene-text", "kind": "custom", "config": describe(Strided())})
+    says = (f"{path}: the weights of your own tests.test_distil.Strided (written by `distil`), which oracle-kd "
+            "cannot rebuild from a file: build the module in Python and load them into it with "
+            "safetensors.torch.load_file")
+    with pytest.raises(InputError) as raised:
+        load_model(path)
+    assert str(raised.value) == says
+    assert main(["evaluate", str(path), "--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"oracle-kd: error: {says}\n"
+
+
 def test_kd_terms_must_name_a_teacher(tmp_path):
     with pytest.raises(InputError, match="name other, which are not among the teachers"):
         distil(get_task("scene-text"), Strided(), tiny_data(), tiny_data(), tmp_path / "run",

@@ -11,11 +11,12 @@ TASKS = {
 }
 
 
-def get_task(name: str):
-    """An instance of the task called `name` (imported on first use)."""
+def get_task(name: str, **options):
+    """An instance of the task called `name` (imported on first use); `options` go to its
+    constructor (speech: `sources="waveform"`, for models that read samples)."""
     if name not in TASKS:
         raise InputError(f"unknown task {name!r}: choose from {', '.join(sorted(TASKS))}")
     module, _, cls = TASKS[name].partition(":")
     import importlib
 
-    return getattr(importlib.import_module(module), cls)()
+    return getattr(importlib.import_module(module), cls)(**options)

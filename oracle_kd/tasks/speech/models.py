@@ -8,13 +8,14 @@ the same stride, so their frames line up.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
 from torch import nn
 
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
-from oracle_kd.tasks.speech.audio import N_MELS
+from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS
 
 
 @dataclass
@@ -38,9 +39,11 @@ class SubsamplingConfig:
 
 def frame_stride(model_cfg: dict) -> int:
     """Feature frames per CTC frame of any speech model config: a QuartzNet's `stride`,
-    an Oracle Teacher's `encoder.stride`."""
+    an Oracle Teacher's `encoder.stride`, a Hugging Face model's samples per frame over HOP_LENGTH."""
     from oracle_kd.config import from_dict
 
+    if "hf_config" in model_cfg:  # a Hugging Face model's (hf.py): the product of its convolutions' strides
+        return max(1, math.prod(model_cfg["hf_config"].get("conv_stride", [HOP_LENGTH])) // HOP_LENGTH)
     oracle_keys = {f.name for f in fields(OracleConfig)} | {"encoder"}
     if oracle_keys & set(model_cfg):
         return from_dict(SubsamplingConfig, model_cfg.get("encoder")).stride
@@ -134,9 +137,14 @@ class ConvSubsampling(nn.Module):
 
 
 def build_model(kind: str, cfg: dict, num_classes: int) -> nn.Module:
-    """`kind` is student | conventional | oracle; `cfg` the preset's dict for it."""
+    """`kind` is student | conventional | oracle; `cfg` the preset's dict for it. Or `custom`: a
+    Hugging Face model trained by `distil`, from the config its checkpoint keeps (hf.py)."""
     from oracle_kd.config import from_dict
 
+    if kind == "custom":
+        from oracle_kd.tasks.speech.hf import rebuild
+
+        return rebuild(cfg, num_classes)
     if kind in ("student", "conventional"):
         return QuartzNet(num_classes, from_dict(QuartzNetConfig, cfg))
     if kind == "oracle":

@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from oracle_kd.data import Batch, ListDataset, pad_targets
+from oracle_kd.io import InputError
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
 from oracle_kd.tasks.spans import pad_label_spans
@@ -20,6 +21,7 @@ from oracle_kd.tasks.speech.models import conv_out_length, frame_stride
 from oracle_kd.vocab import Vocab, ctc_min_frames
 
 CHARSET = "abcdefghijklmnopqrstuvwxyz' "  # the label set (blank excluded); space separates words
+SOURCES = ("log-mel", "waveform")  # what `collate` can hand the models (see SpeechTask)
 
 # How `transcribe` turns an audio file into the graph's input (see audio.load_audio), for
 # deployments that do it without this package: the exported file's `input` metadata. The
@@ -53,8 +55,27 @@ class SpeechTask:
     input_kind = "files"  # audio files
     inference_command = "transcribe"
 
-    def __init__(self):
+    def __init__(self, sources: str = "log-mel"):
+        """`sources`: what `collate` hands the models. "log-mel": normalised log-mel features
+        (batch, frames, N_MELS), the front end of this package's models. "waveform": the 16 kHz
+        samples (batch, samples) in [-1, 1], lengths in samples, for models with a front end of
+        their own (Hugging Face's, `speech/hf.py`); SpecAugment, which works on features, is
+        then left to the model (wav2vec 2.0 masks its own hidden frames in training)."""
+        if sources not in SOURCES:
+            raise InputError(f"speech sources must be one of {', '.join(SOURCES)}, not {sources!r}")
+        self.sources = sources
         self.frontend = LogMel()
+
+    def state(self) -> dict:
+        """What a checkpoint keeps of the task: nothing for log-mel features (the default, and
+        what checkpoints without it hold), the source kind otherwise."""
+        return {} if self.sources == "log-mel" else {"sources": self.sources}
+
+    def restore(self, state: dict) -> None:
+        sources = state.get("sources", "log-mel")
+        if sources not in SOURCES:
+            raise ValueError(f"unknown speech sources {str(sources)[:40]!r}")
+        self.sources = sources
 
     def prepare_data(self, data_cfg: dict, cache_root: Path, progress: bool = True) -> Path:
         from oracle_kd.config import from_dict
@@ -108,26 +129,31 @@ class SpeechTask:
 
     def export_spec(self) -> ExportSpec:
         """Float32 16 kHz waveforms (batch, samples), zero-padded, and their lengths in samples."""
+        preprocessing = PREPROCESSING
+        if self.sources == "waveform":  # the model's own front end reads the samples
+            preprocessing = {**PREPROCESSING, "front_end": {"in_graph": True, "features": "the model's own"}}
         return ExportSpec(input_names=("sources", "source_lengths"), input_dtypes=("float32", "int64"),
                           dynamic_axes={"sources": {0: "batch", 1: "samples"}, "source_lengths": {0: "batch"}},
-                          preprocessing=PREPROCESSING)
+                          preprocessing=preprocessing)
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: padded 16 kHz waveforms and their lengths in samples."""
-        return WaveformModel(self.frontend, model), self.export_inputs(examples)
+        graph = model if self.sources == "waveform" else WaveformModel(self.frontend, model)
+        return graph, self.export_inputs(examples)
 
     def export_inputs(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_waveforms(examples)
 
     def collate(self, examples: list[dict]) -> Batch:
-        audio, lengths = pad_waveforms(examples)
-        with torch.no_grad():
-            features, frame_lengths = self.frontend(audio, lengths)
-            if any(e.get("augment") for e in examples):
-                rows = torch.tensor([bool(e.get("augment")) for e in examples])
-                features[rows] = spec_augment(features[rows], frame_lengths[rows])
+        sources, source_lengths = pad_waveforms(examples)
+        if self.sources == "log-mel":
+            with torch.no_grad():
+                sources, source_lengths = self.frontend(sources, source_lengths)
+                if any(e.get("augment") for e in examples):
+                    rows = torch.tensor([bool(e.get("augment")) for e in examples])
+                    sources[rows] = spec_augment(sources[rows], source_lengths[rows])
         targets, target_lengths = pad_targets([self.tokenizer.encode(e["text"]) for e in examples])
-        return Batch(sources=features, source_lengths=frame_lengths, targets=targets, target_lengths=target_lengths,
+        return Batch(sources=sources, source_lengths=source_lengths, targets=targets, target_lengths=target_lengths,
                      texts=[e["text"] for e in examples],
                      indices=torch.tensor([e.get("index", -1) for e in examples]),
                      spans=pad_label_spans(examples, targets.shape[1]))
