@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    args.stdout = sys.stdout  # results; messages and progress go to stderr
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         return args.run(args) or 0
     except InputError as e:
@@ -53,6 +58,13 @@ PRESET_HELP = "smoke, quick or full (default quick); a task may have more (speec
 def add_overrides(parser, more: str = "") -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help=f"override a preset value, e.g. models.oracle.target_context=5 (repeatable{more})")
+
+
+def add_threads(parser) -> None:
+    """The options of every command that computes: its CPU threads and its progress bar."""
+    parser.add_argument("--threads", type=count(1), default=None,
+                        help="CPU threads of PyTorch and onnxruntime (default: PyTorch's, all cores)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (progress goes to stderr)")
 
 
 def add_engine(parser) -> None:
@@ -132,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("checkpoint", help="a student checkpoint, or a student exported to ONNX (.onnx)")
     r.add_argument("images", nargs="+")
     r.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
+    add_threads(r)
     r.set_defaults(run=cmd_recognize)
 
     a = sub.add_parser("transcribe", help="transcribe audio files; prints path<TAB>text and the real-time factor")
@@ -142,11 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--alpha", type=number(), default=0.5, help="LM weight")
     a.add_argument("--beta", type=number(), default=1.0, help="word insertion bonus")
     a.add_argument("--skipped", default="skipped.tsv", help="where unreadable inputs are listed")
+    a.add_argument("--chunk-seconds", type=number(above=0), default=30.0,
+                   help="a long file is read and run in overlapping windows of about this much audio plus the "
+                        "model's context on each side (default 30); memory does not grow with the file")
+    a.add_argument("--batch-seconds", type=number(above=0), default=120.0,
+                   help="audio per batch, padding included (default 120): windows and short files are batched "
+                        "by their total length")
+    add_threads(a)
     a.set_defaults(run=cmd_transcribe)
 
     tr = sub.add_parser("translate", help="translate English lines of standard input; prints line<TAB>German")
     tr.add_argument("checkpoint", help="a translation student checkpoint, or one exported to ONNX (.onnx)")
     tr.add_argument("--skipped", default="skipped.tsv", help="where unusable lines (empty ones) are listed")
+    add_threads(tr)
     tr.set_defaults(run=cmd_translate)
 
     x = sub.add_parser("export", help="export a student for deployment")
@@ -245,16 +266,16 @@ def cmd_translate(args) -> int:
 
 
 def run_inference(args, command: str, inputs: list[str]) -> int:
-    """`command` (recognize, transcribe) on `inputs`: path<TAB>text per readable input on
-    stdout; the real-time factor on stderr when the task can tell an input's duration."""
+    """`command` (recognize, transcribe, translate) on `inputs`: source<TAB>text per readable
+    input on stdout; the real-time factor on stderr when the task can tell an input's duration."""
     import time
 
     from oracle_kd.decoding import BeamSearch
-    from oracle_kd.inference import load_for_inference, recognize
+    from oracle_kd.inference import load_for_inference, model_config, recognize
     from oracle_kd.skips import SkipLog
 
     check_writable_folder(Path(args.skipped).parent, f"--skipped {args.skipped}")
-    task, model, _ = load_for_inference(args.checkpoint)
+    task, model, meta = load_for_inference(args.checkpoint)
     if task.inference_command != command:
         raise InputError(f"{args.checkpoint} is a {task.name} model: use `oracle-kd {task.inference_command}`, "
                          f"not {command}")
@@ -262,12 +283,16 @@ def run_inference(args, command: str, inputs: list[str]) -> int:
     if getattr(args, "beam", 0) or getattr(args, "lm", None):
         decoder = BeamSearch(task.tokenizer.labels, beam_width=args.beam or 32, lm_path=args.lm, alpha=args.alpha,
                              beta=args.beta)
-    duration = getattr(task, "duration_seconds", None)  # optional in the task interface
+    options = {}
+    if hasattr(task, "stream_inputs"):  # long recordings: windows of --chunk-seconds, batched by --batch-seconds
+        options = {"batch_size": args.batch_seconds,
+                   "stream": {"model_cfg": model_config(meta), "chunk_seconds": args.chunk_seconds}}
     skips = SkipLog()
     start, seconds = time.perf_counter(), 0.0
-    for source, text, example in recognize(task, model, inputs, skips, decoder=decoder, with_examples=True):
-        seconds += duration(example) if duration else 0.0
-        print(f"{source}\t{text}")
+    for source, text, duration in recognize(task, model, inputs, skips, decoder=decoder,
+                                            progress=not args.no_progress, **options):
+        seconds += duration
+        print(f"{source}\t{text}", file=args.stdout, flush=True)
     elapsed = time.perf_counter() - start
     if seconds:
         print(f"real-time factor {elapsed / seconds:.4f} ({seconds:.1f} s of input in {elapsed:.2f} s)",

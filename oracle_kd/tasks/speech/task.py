@@ -96,6 +96,16 @@ class SpeechTask:
                 skips.add(p, str(e))
         return examples
 
+    def stream_inputs(self, paths: list[str], model_cfg: dict | None = None, chunk_seconds: float | None = None):
+        """Inference pieces of audio files of any length, read a block at a time: overlapping
+        windows of about `chunk_seconds` (default stream.CHUNK_SECONDS) plus the context the
+        model of config `model_cfg` reads on each side (see stream.py); an unreadable file is
+        one error piece."""
+        from oracle_kd.tasks.speech.stream import CHUNK_SECONDS, stream_windows, windows_for
+
+        model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
+        return stream_windows(paths, windows_for(model_cfg, chunk_seconds or CHUNK_SECONDS))
+
     def example_inputs(self, n: int) -> list[dict]:
         rng = np.random.default_rng(0)
         return [{"audio": (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32), "text": "",
