@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 import torch
+from tqdm import tqdm
 
 from oracle_kd.decoding import best_path
 from oracle_kd.io import InputError
@@ -67,32 +68,33 @@ def recognize(task, model, inputs: list[str], skips, batch_size: float = 64, dec
     `decoder` maps (log_probs, frame_lengths) to texts; default greedy CTC."""
     if getattr(model, "needs_targets", False):
         raise InputError("this checkpoint is an Oracle Teacher: it needs the labels, so it cannot recognize; use a student")
-    if decoder is None:  # best path needs each frame's best label only: 4 bytes a frame, however long the input
+    if decoder is None:  # best path needs each frame's best label only: 8 bytes a frame, however long the input
         for source, best, seconds in stitched(task, model, inputs, skips, batch_size, best_labels, stream, progress):
-            yield source, task.tokenizer.decode(best_path(best.tolist()).ids), seconds
+            yield source, task.tokenizer.decode(best_path(best).ids), seconds
     else:  # beam search reads every frame's posteriors: 4 bytes x classes a frame
         for source, log_probs, seconds in stitched(task, model, inputs, skips, batch_size, None, stream, progress):
             yield source, decoder(log_probs[None], torch.tensor([len(log_probs)]))[0], seconds
 
 
-def best_labels(log_probs: torch.Tensor) -> torch.Tensor:
-    return log_probs.argmax(-1).int()
+def best_labels(log_probs: torch.Tensor) -> list[int]:
+    # A list, not a tensor: a small tensor kept for the whole input is a malloc block among the
+    # batches' large temporaries, and thousands of them kept glibc's heap from shrinking (peak
+    # memory then grew with the recording's length); Python's small ints are shared objects.
+    return log_probs.argmax(-1).tolist()
 
 
 @torch.inference_mode()
 def stitched(task, model, inputs: list[str], skips, batch_size: float = 64,
-             reduce: Callable[[torch.Tensor], torch.Tensor] | None = None, stream: dict | None = None,
-             progress: bool = False) -> Iterator[tuple[str, torch.Tensor, float]]:
+             reduce: Callable[[torch.Tensor], list] | None = None, stream: dict | None = None,
+             progress: bool = False) -> Iterator[tuple[str, torch.Tensor | list, float]]:
     """Yield (source, frames, seconds) for each readable input, in order: the model's output
-    frames over the whole input (frames, classes), joined from its pieces' kept frames, or
-    what `reduce` makes of each piece's kept frames (e.g. their best labels).
+    frames over the whole input (frames, classes), joined from its pieces' kept frames; or,
+    with `reduce`, one list of what it makes of each piece's kept frames (their best labels).
 
     Batches hold consecutive pieces while the count times the largest size stays within
     `batch_size` (one piece larger than that is a batch alone), and never mix a recording's
     full-length windows with shorter pieces: padding would change the frames near the
     shorter ones' ends, which are kept."""
-    from tqdm import tqdm
-
     if hasattr(task, "stream_inputs"):
         pieces = task.stream_inputs(inputs, **(stream or {}))
     else:
@@ -109,11 +111,14 @@ def stitched(task, model, inputs: list[str], skips, batch_size: float = 64,
             for piece, row, n in zip(batch, log_probs, frame_lengths.tolist()):
                 first, last = piece.keep
                 frames = row[first : n if last is None else min(last, n)]
-                kept.append(reduce(frames) if reduce else frames.clone())  # clone: not a view of the batch
+                if reduce is None:
+                    kept.append(frames.clone())  # not a view that would keep the whole batch
+                else:
+                    kept.extend(reduce(frames))
                 seconds += piece.seconds
                 bar.update(piece.seconds if unit == "s" else int(piece.last))
                 if piece.last:
-                    yield piece.source, torch.cat(kept), seconds
+                    yield piece.source, kept if reduce else torch.cat(kept), seconds
                     kept, seconds = [], 0.0
 
 
