@@ -101,7 +101,8 @@ def stitched(task, model, inputs: list[str], skips, batch_size: float = 64,
         pieces = whole_inputs(task, inputs, skips)
     unit = "s" if hasattr(task, "duration_seconds") else "input"
     kept, seconds = [], 0.0  # the current input's frames so far: pieces come in input order
-    with tqdm(unit=unit, desc=task.inference_command, disable=not progress, file=sys.stderr) as bar:
+    # disable=None: a bar only when stderr is a terminal, none in a script's log
+    with tqdm(unit=unit, desc=task.inference_command, file=sys.stderr, disable=None if progress else True) as bar:
         for batch in batches(pieces, batch_size):
             if batch[0].error is not None:
                 skips.add(batch[0].source, batch[0].error)
