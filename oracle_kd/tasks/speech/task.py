@@ -185,14 +185,16 @@ class SpeechTask:
         ax.imshow(features[0].T.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, 80))
         for start, end in example.get("word_spans", []):
             ax.axvspan(start, end, color="cyan", alpha=0.08)
+        from oracle_kd.plots import fit_title, spike_labels
+
         stride = max(1, round(feature_frames(audio.shape[1]) / frames))  # the model's feature frames per frame
-        seconds_per_frame = stride * HOP_LENGTH / SAMPLE_RATE
-        for k, t in zip(label_ids, spike_frames):
-            x = (t + 0.5) * seconds_per_frame
+        xs = [(t + 0.5) * stride * HOP_LENGTH / SAMPLE_RATE for t in spike_frames]  # a frame's centre, in seconds
+        for x in xs:
             ax.axvline(x, color="white", lw=0.6)
-            ax.text(x, 78, self.tokenizer.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center",
-                    va="top")
-        ax.set_title(title, fontsize=8, loc="left")
+        spike_labels(ax, xs, [self.tokenizer.decode([k]).replace(" ", "_") for k in label_ids], color="yellow",
+                     fontsize=6, bbox=dict(facecolor="black", alpha=0.5, pad=0.3, lw=0))
+        fit_title(ax, title)
+        ax.tick_params(labelsize=6)
         ax.set_yticks([])
 
 
