@@ -7,8 +7,27 @@ import argparse
 import math
 
 
+def shows_no_default(default) -> bool:
+    """A default not worth printing: none, an off flag, an empty list."""
+    return default is None or default is False or default is argparse.SUPPRESS or default == []
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's help, with each option's default where its help text does not say it already."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text or text == argparse.SUPPRESS or shows_no_default(action.default):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, with its errors on one line (the usage is one `--help` away)."""
+    """argparse, with its errors on one line (the usage is one `--help` away) and defaults in its help."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")

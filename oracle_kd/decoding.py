@@ -18,17 +18,18 @@ class Hypothesis:
 def greedy_decode(log_probs: torch.Tensor, frame_lengths: torch.Tensor, blank: int = BLANK) -> list[Hypothesis]:
     """Best path decoding: argmax per frame, collapse repeats, drop blanks."""
     best = log_probs.argmax(-1).cpu().tolist()
-    lengths = frame_lengths.cpu().tolist()
-    hyps = []
-    for row, n in zip(best, lengths):
-        ids, frames, prev = [], [], blank
-        for t, k in enumerate(row[:n]):
-            if k != blank and k != prev:
-                ids.append(k)
-                frames.append(t)
-            prev = k
-        hyps.append(Hypothesis(ids, frames))
-    return hyps
+    return [best_path(row[:n], blank) for row, n in zip(best, frame_lengths.cpu().tolist())]
+
+
+def best_path(labels: list[int], blank: int = BLANK) -> Hypothesis:
+    """The hypothesis of each frame's best label: repeats collapsed, blanks dropped."""
+    ids, frames, prev = [], [], blank
+    for t, k in enumerate(labels):
+        if k != blank and k != prev:
+            ids.append(k)
+            frames.append(t)
+        prev = k
+    return Hypothesis(ids, frames)
 
 
 class BeamSearch:

@@ -7,6 +7,7 @@ lengths, whatever the task.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -33,12 +34,16 @@ def loader(task, dataset: Dataset, batch_size: int) -> DataLoader:
 
 
 @torch.inference_mode()
-def decode(task, model, dataset: Dataset, batch_size: int = 128) -> Decoded:
-    """Greedy-decode `dataset`; an Oracle Teacher is given the reference labels."""
+def decode(task, model, dataset: Dataset, batch_size: int = 128, progress: bool = False) -> Decoded:
+    """Greedy-decode `dataset`; an Oracle Teacher is given the reference labels. `progress`:
+    a bar of batches on stderr."""
+    from tqdm import tqdm
+
     model.eval()
     out = Decoded([], [], [], [], [], [])
     device = model_device(model)
-    for batch in loader(task, dataset, batch_size):
+    batches = loader(task, dataset, batch_size)  # disable=None: a bar only when stderr is a terminal
+    for batch in tqdm(batches, desc="evaluate", unit="batch", file=sys.stderr, disable=None if progress else True):
         if getattr(model, "decodes_itself", False):  # no CTC frames: the model's own search (beam)
             batch = batch.to(device)
             hyps = [Hypothesis(ids, []) for ids in model.generate(batch.sources, batch.source_lengths)]
@@ -66,8 +71,8 @@ def inputs(batch) -> tuple:
     return batch.sources, batch.source_lengths, batch.targets, batch.target_lengths
 
 
-def evaluate(task, model, dataset: Dataset, batch_size: int = 128) -> tuple[dict, Decoded]:
-    decoded = decode(task, model, dataset, batch_size)
+def evaluate(task, model, dataset: Dataset, batch_size: int = 128, progress: bool = False) -> tuple[dict, Decoded]:
+    decoded = decode(task, model, dataset, batch_size, progress)
     return {**task.score(decoded.texts, decoded.references), "n": len(decoded.references)}, decoded
 
 

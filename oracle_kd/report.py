@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from oracle_kd.config import PAPER_ARMS  # PAPER.md's comparison: listed first
@@ -332,12 +333,13 @@ def readme_teachers(results: dict) -> str:
     return "\n".join(lines)
 
 
-def report(path: str | Path) -> str:
-    """Print (and return) the README tables of a results.json (or of the folder holding one)."""
+def report(path: str | Path, out=None) -> str:
+    """Print to `out` (default stdout) and return the README tables of a results.json (or of
+    the folder holding one)."""
     path = Path(path)
     results = json.loads((path / "results.json" if path.is_dir() else path).read_text())
     text = render_readme_tables(results)
-    print(text, end="")
+    print(text, end="", file=out or sys.stdout)
     return text
 
 
@@ -359,11 +361,12 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    out = getattr(args, "stdout", sys.stdout)  # the command line's stdout (the rest goes to stderr)
     for i, given in enumerate(args.results):
         path = Path(given) / "results.json" if Path(given).is_dir() else Path(given)
         if len(args.results) > 1:  # several experiments: a heading before each one's tables
-            print(("\n" if i else "") + f"### {path}\n")
-        text = report(path)
+            print(("\n" if i else "") + f"### {path}\n", file=out)
+        text = report(path, out)
         if args.write:
             write_report(None, json.loads(path.read_text()), path.parent)
         if args.readme:

@@ -33,7 +33,8 @@ def train_one(args) -> dict:
                                  data_root=root)
             val = task.dataset(Path(args.val_data), None, skips, model_cfg=cfg.models[args.model], data_root=root)
         else:
-            folder = task.prepare_data(cfg.data, default_cache())
+            folder = task.prepare_data(cfg.data, Path(args.cache) if args.cache else default_cache(),
+                                       progress=not args.no_progress)
             train, val = (task.dataset(folder, s, skips, train=s == "train", model_cfg=cfg.models[args.model])
                           for s in ("train", "val"))
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
@@ -46,7 +47,8 @@ def train_one(args) -> dict:
         train = WithTeachers(train, outputs)
     try:  # the same lock the experiment runner takes on a run folder: one process trains a run
         with claim(out / ".lock") if rank_zero() else nullcontext():
-            result = fit(task, args.model, cfg.models[args.model], train, val, train_cfg, out, kd=kd, seed=args.seed)
+            result = fit(task, args.model, cfg.models[args.model], train, val, train_cfg, out, kd=kd, seed=args.seed,
+                         progress=not args.no_progress)
     except Busy as held:
         raise InputError(f"another process is training this run: {held}") from None
     return {k: v for k, v in asdict(result).items() if k != "history"}
@@ -73,10 +75,19 @@ def rank_zero() -> bool:
     return os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
 
 
+KD_OPTIONS = {"kd": "--kd", "tau": "--tau", "kd_weight": "--kd-weight", "top_k": "--top-k",
+              "teacher_store": "--teacher-store"}  # options that only mean something with --teacher
+
+
 def kd_terms(args) -> list[KDTerm] | None:
     """One KD term per --teacher (its checkpoint path names it), with the --kd method given
-    for it (or the one --kd given for all); tau and weight for every term."""
+    for it (or the one --kd given for all); tau and weight for every term. A KD option
+    without --teacher is an error (it would change nothing)."""
     if not args.teacher:
+        given = [flag for name, flag in KD_OPTIONS.items() if getattr(args, name) is not None]
+        if given:
+            raise InputError(f"{', '.join(given)} without --teacher: KD options need a teacher checkpoint "
+                             "(--teacher CKPT), or leave them out to train with CTC alone")
         return None
     if args.model != "student":
         raise InputError("--teacher distils into a student: use --model student")
@@ -87,7 +98,9 @@ def kd_terms(args) -> list[KDTerm] | None:
         raise InputError(f"{len(args.teacher)} --teacher and {len(methods)} --kd: give one --kd, or one per teacher")
     for path in args.teacher:
         check_regular(path, "teacher checkpoint")
-    return [KDTerm(method=m, teacher=str(t), tau=args.tau, weight=args.kd_weight) for m, t in zip(methods, args.teacher)]
+    tau = KDTerm.tau if args.tau is None else args.tau
+    weight = KDTerm.weight if args.kd_weight is None else args.kd_weight
+    return [KDTerm(method=m, teacher=str(t), tau=tau, weight=weight) for m, t in zip(methods, args.teacher)]
 
 
 def engine(cfg: TrainConfig, args) -> TrainConfig:

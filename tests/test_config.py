@@ -75,9 +75,13 @@ def test_a_wrong_setting_is_one_error_naming_its_key(bad, says):
         experiment([bad])
 
 
-def test_the_command_line_and_the_library_share_the_kd_defaults():
+def test_the_command_line_and_the_library_share_the_kd_defaults(tmp_path):
     from oracle_kd.cli import build_parser
     from oracle_kd.config import KDTerm
+    from oracle_kd.train_command import kd_terms
 
-    args = build_parser().parse_args(["train", "scene-text", "--model", "student", "--out", "x"])
-    assert (args.tau, args.kd_weight, args.kd or [KDTerm.method]) == (KDTerm.tau, KDTerm.weight, ["frame"])
+    (tmp_path / "t.safetensors").write_bytes(b"")  # a regular file: what kd_terms checks of a teacher
+    args = build_parser().parse_args(["train", "scene-text", "--model", "student", "--out", "x",
+                                      "--teacher", str(tmp_path / "t.safetensors")])
+    [term] = kd_terms(args)
+    assert (term.tau, term.weight, term.method) == (KDTerm.tau, KDTerm.weight, "frame")

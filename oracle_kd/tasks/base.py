@@ -118,6 +118,9 @@ class Task(Protocol):
 
     # Optional: `duration_seconds(example) -> float`, the real time an input lasts; where a
     # task has it, inference reports the real-time factor.
+    # Optional: `stream_inputs(paths, **options) -> Iterator[inference.Piece]`, inputs of any
+    # length cut into pieces read as they are needed (speech: windows of a recording);
+    # inference then uses it instead of `load_inputs`.
 
 
 DEFAULT_PRESET = "quick"  # the preset the command line uses when none is named

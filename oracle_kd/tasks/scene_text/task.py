@@ -152,13 +152,14 @@ class SceneTextTask:
 
     def plot_spikes(self, ax, example, title, label_ids, spike_frames, frames):
         ax.imshow(example["image"], cmap="gray", aspect="auto", extent=(0, IMAGE_WIDTH, IMAGE_HEIGHT, 0))
-        scale = IMAGE_WIDTH / frames
-        for k, t in zip(label_ids, spike_frames):
-            x = (t + 0.5) * scale
+        from oracle_kd.plots import fit_title, spike_labels
+
+        xs = [(t + 0.5) * IMAGE_WIDTH / frames for t in spike_frames]  # a frame's centre, in pixels
+        for x in xs:
             ax.axvline(x, color="red", lw=0.8)
-            ax.text(x, 2, self.tokenizer.decode([k]), color="yellow", fontsize=8, ha="center", va="top",
-                    bbox=dict(facecolor="black", alpha=0.6, pad=0.5, lw=0))
-        ax.set_title(title, fontsize=8, loc="left")
+        spike_labels(ax, xs, [self.tokenizer.decode([k]) for k in label_ids], color="yellow", fontsize=8,
+                     bbox=dict(facecolor="black", alpha=0.6, pad=0.5, lw=0))
+        fit_title(ax, title)
         ax.set_xticks([])
         ax.set_yticks([])
 

@@ -36,19 +36,9 @@ def load_audio(path: str | Path) -> np.ndarray:
     FileNotFoundError for a missing file, IsADirectoryError for a folder, and ValueError, with the reason, for a
     file that is not a regular file, empty, unreadable, truncated, holds no samples, or would
     decode to more than MAX_SAMPLES or from a rate outside RATES (checked from the header,
-    before decoding).
+    before decoding). `stream.read_blocks` reads a file the same way, a block at a time.
     """
-    from oracle_kd.safety import FOLDER, NOT_FOUND, BadFile, open_regular
-
-    path = Path(path)
-    try:
-        file, size = open_regular(path)
-    except BadFile as e:
-        if e.reason == NOT_FOUND:
-            raise FileNotFoundError(f"audio file not found: {path}") from None
-        if e.reason == FOLDER:
-            raise IsADirectoryError(f"a folder, not an audio file: {path}") from None
-        raise ValueError(f"cannot read audio file ({e.reason})") from None
+    file, size = open_audio(path)
     with file:
         if size == 0:
             raise ValueError("empty audio file (0 bytes)")
@@ -72,16 +62,38 @@ def load_audio(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def _decode(file) -> tuple[np.ndarray, int, int]:
-    """(samples (frames, channels) float32, frames the header declares, sample rate) of an open file."""
+def open_audio(path: str | Path, limit: int | None = None):
+    """(binary file, size in bytes) of the regular file at `path` (at most `limit` bytes;
+    default the safety module's limit), with load_audio's errors."""
+    from oracle_kd.safety import FOLDER, MAX_FILE_BYTES, NOT_FOUND, BadFile, open_regular
+
+    path = Path(path)
+    try:
+        return open_regular(path, MAX_FILE_BYTES if limit is None else limit)
+    except BadFile as e:
+        if e.reason == NOT_FOUND:
+            raise FileNotFoundError(f"audio file not found: {path}") from None
+        if e.reason == FOLDER:
+            raise IsADirectoryError(f"a folder, not an audio file: {path}") from None
+        raise ValueError(f"cannot read audio file ({e.reason})") from None
+
+
+def open_sound(file) -> soundfile.SoundFile:
+    """libsndfile's reader of an open file, its sample rate checked against RATES."""
     try:
         f = soundfile.SoundFile(file)
     except (soundfile.SoundFileError, RuntimeError) as e:
         raise ValueError(f"unreadable audio ({_libsndfile_reason(e)})") from None
-    with f:
+    if not RATES[0] <= f.samplerate <= RATES[1]:
+        f.close()
+        raise ValueError(f"sample rate {f.samplerate:,} Hz in the header, outside {RATES[0]:,}-{RATES[1]:,} Hz")
+    return f
+
+
+def _decode(file) -> tuple[np.ndarray, int, int]:
+    """(samples (frames, channels) float32, frames the header declares, sample rate) of an open file."""
+    with open_sound(file) as f:
         declared, rate, channels = f.frames, f.samplerate, f.channels
-        if not RATES[0] <= rate <= RATES[1]:
-            raise ValueError(f"sample rate {rate:,} Hz in the header, outside {RATES[0]:,}-{RATES[1]:,} Hz")
         resampled = declared * max(1, SAMPLE_RATE / rate)
         if max(declared * channels, resampled) > MAX_SAMPLES:
             hours = declared / rate / 3600

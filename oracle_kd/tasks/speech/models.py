@@ -50,6 +50,18 @@ def frame_stride(model_cfg: dict) -> int:
     return from_dict(QuartzNetConfig, model_cfg).stride
 
 
+def receptive_field(model_cfg: dict) -> int:
+    """Feature frames on each side of a CTC frame's centre (feature frame `stride * j`) that a
+    QuartzNet of this config reads to compute frame j: half of each kernel, times its dilation,
+    over every layer; the layers after the prologue count in CTC frames (`stride` feature frames)."""
+    from oracle_kd.config import from_dict
+
+    cfg = from_dict(QuartzNetConfig, model_cfg)
+    blocks = sum(kernel // 2 for _, kernel in cfg.blocks) * cfg.sub_blocks * cfg.block_repeat
+    epilogue = 2 * (cfg.epilogue[1] // 2)  # dilation 2
+    return cfg.stride * (blocks + epilogue) + cfg.prologue[1] // 2
+
+
 def separable(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     """Time-channel separable 1-D convolution: depthwise over time, then pointwise over channels."""
     pad = dilation * (kernel // 2)

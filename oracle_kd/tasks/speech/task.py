@@ -117,6 +117,16 @@ class SpeechTask:
                 skips.add(p, str(e))
         return examples
 
+    def stream_inputs(self, paths: list[str], model_cfg: dict | None = None, chunk_seconds: float | None = None):
+        """Inference pieces of audio files of any length, read a block at a time: overlapping
+        windows of about `chunk_seconds` (default stream.CHUNK_SECONDS) plus the context the
+        model of config `model_cfg` reads on each side (see stream.py); an unreadable file is
+        one error piece."""
+        from oracle_kd.tasks.speech.stream import CHUNK_SECONDS, stream_windows, windows_for
+
+        model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
+        return stream_windows(paths, windows_for(model_cfg, chunk_seconds or CHUNK_SECONDS))
+
     def example_inputs(self, n: int) -> list[dict]:
         rng = np.random.default_rng(0)
         return [{"audio": (0.1 * rng.standard_normal(SAMPLE_RATE)).astype(np.float32), "text": "",
@@ -201,14 +211,16 @@ class SpeechTask:
         ax.imshow(features[0].T.numpy(), origin="lower", aspect="auto", cmap="magma", extent=(0, seconds, 0, 80))
         for start, end in example.get("word_spans", []):
             ax.axvspan(start, end, color="cyan", alpha=0.08)
+        from oracle_kd.plots import fit_title, spike_labels
+
         stride = max(1, round(feature_frames(audio.shape[1]) / frames))  # the model's feature frames per frame
-        seconds_per_frame = stride * HOP_LENGTH / SAMPLE_RATE
-        for k, t in zip(label_ids, spike_frames):
-            x = (t + 0.5) * seconds_per_frame
+        xs = [(t + 0.5) * stride * HOP_LENGTH / SAMPLE_RATE for t in spike_frames]  # a frame's centre, in seconds
+        for x in xs:
             ax.axvline(x, color="white", lw=0.6)
-            ax.text(x, 78, self.tokenizer.decode([k]).replace(" ", "_"), color="yellow", fontsize=6, ha="center",
-                    va="top")
-        ax.set_title(title, fontsize=8, loc="left")
+        spike_labels(ax, xs, [self.tokenizer.decode([k]).replace(" ", "_") for k in label_ids], color="yellow",
+                     fontsize=6, bbox=dict(facecolor="black", alpha=0.5, pad=0.3, lw=0))
+        fit_title(ax, title)
+        ax.tick_params(labelsize=6)
         ax.set_yticks([])
 
 

@@ -216,11 +216,13 @@ class TranslationTask:
         labels = self._tokenizer_or_fail().labels
         ax.set_xlim(0, frames)
         ax.set_ylim(0, 1)
-        ax.text(0, 0.85, example.get("source_text", ""), fontsize=7, va="top")
-        for k, t in zip(label_ids, spike_frames):
+        from oracle_kd.plots import fit_title, spike_labels
+
+        ax.text(0, 0.05, example.get("source_text", ""), fontsize=7, va="bottom")
+        for t in spike_frames:
             ax.axvline(t + 0.5, color="gray", lw=0.5)
-            ax.text(t + 0.5, 0.5, labels[k - 1], fontsize=6, rotation=90, ha="center")
-        ax.set_title(title, fontsize=8, loc="left")
+        spike_labels(ax, [t + 0.5 for t in spike_frames], [labels[k - 1] for k in label_ids], fontsize=6)
+        fit_title(ax, title)
         ax.set_yticks([])
 
 
