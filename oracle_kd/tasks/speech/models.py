@@ -15,7 +15,9 @@ import torch
 from torch import nn
 
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
-from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS
+from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
+
+HF_STREAM_CONTEXT_SECONDS = 4.0  # context each side of a streamed window for models with no finite receptive field
 
 
 @dataclass
@@ -56,6 +58,10 @@ def receptive_field(model_cfg: dict) -> int:
     over every layer; the layers after the prologue count in CTC frames (`stride` feature frames)."""
     from oracle_kd.config import from_dict
 
+    if "hf_config" in model_cfg:  # self-attention reads the whole input: no finite field, so a
+        # streamed window of a Hugging Face model gets a fixed context, and its joined frames
+        # approximate one pass (they are one pass for inputs shorter than a window)
+        return int(HF_STREAM_CONTEXT_SECONDS * SAMPLE_RATE / HOP_LENGTH)
     cfg = from_dict(QuartzNetConfig, model_cfg)
     blocks = sum(kernel // 2 for _, kernel in cfg.blocks) * cfg.sub_blocks * cfg.block_repeat
     epilogue = 2 * (cfg.epilogue[1] // 2)  # dilation 2
