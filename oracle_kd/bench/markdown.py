@@ -28,6 +28,10 @@ def benchmarks_markdown(r: dict) -> str:
         f"| memory bandwidth ({r['cases']['machine/copy']['bytes_moved'] / 2**21:.0f} MB copy, read + write) "
         f"| {r['memory_bandwidth_gbs']:.1f} GB/s |",
         "",
+        "Each case's `of peak` is its FLOPs per second over the matmul peak at its own thread count, both "
+        "measured in the same rounds; a peak at 2 threads below the 1-thread one means other work held the "
+        "second core, and a share above 100 % that the peak itself was caught in a busy moment.",
+        "",
         "## Goals (issue 16)",
         "",
         "| goal | measured | met |",
@@ -175,3 +179,14 @@ def num(x, scale: float = 1.0, digits: int = 1) -> str:
 
 def mem(v: dict) -> str:
     return "-" if v.get("peak_rss_mb") is None else f"{v['peak_rss_mb']:,.0f} ({v['rss_growth_mb']:+,.0f})"
+
+
+if __name__ == "__main__":  # python -m oracle_kd.bench.markdown bench.json: BENCHMARKS.md again, beside it
+    import json
+    import sys
+    from pathlib import Path
+
+    from oracle_kd.io import atomic_write_text
+
+    source = Path(sys.argv[1])
+    atomic_write_text(source.with_name("BENCHMARKS.md"), benchmarks_markdown(json.loads(source.read_text())))
