@@ -65,7 +65,8 @@ def task_cases(task, data, preset: str, threads: int, workdir: Path, growth: boo
     cases = [case("features", "collate", lambda: task.collate(train_examples), train_examples),
              case("train_step", "student_ctc", step("student", train_examples), train_examples),
              case("train_step", "student_kd_frame", step("student", train_examples, teacher), train_examples)]
-    cases += [case("train_step", kind, step(kind, train_examples), train_examples) for kind in kinds if kind != "student"]
+    cases += [case("train_step", kind, step(kind, train_examples), train_examples)
+              for kind in kinds if kind != "student"]
     cases += [case("teacher_outputs", kind, lambda kind=kind: teacher_outputs(task, models[kind], clean_examples),
                    clean_examples) for kind in ("conventional", "oracle")]
     eager_name = None

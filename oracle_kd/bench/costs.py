@@ -53,15 +53,15 @@ def corpus_rows(result: dict, task: str) -> list[dict]:
     corpus, size = CORPORA[task]
     rows = []
     for model in ("student", "conventional", "oracle"):
-        case = result["cases"].get(f"{task}/train_step/{model}" if model != "student" else f"{task}/train_step/student_ctc")
+        step = "train_step/" + ("student_ctc" if model == "student" else model)
+        case = result["cases"].get(f"{task}/{step}")
         if not case or not case.get("flops"):
             continue
         if "audio_seconds" in size:  # scale by audio length, which the models' cost follows
             examples = size["audio_seconds"] / case["audio_seconds"] * case["examples"]
         else:
             examples = size["examples"]
-        row = unit_cost(result, task, "train_step/" + ("student_ctc" if model == "student" else model),
-                        examples * CORPUS_EPOCHS)
+        row = unit_cost(result, task, step, examples * CORPUS_EPOCHS)
         rows.append({"task": task, "corpus": corpus, "model": model, "epochs": CORPUS_EPOCHS,
                      "examples_per_epoch": round(examples), **row})
     return rows

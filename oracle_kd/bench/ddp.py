@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 CONFIGS = ((1, 1), (1, 2), (2, 1))  # (processes, threads per process)
+WORKER_TIMEOUT = 1800  # seconds for one configuration's workers, a bound far above a normal run
 
 
 def scaling(loaded: dict, preset: str, workdir: Path, steps: int, rounds: int) -> dict:
@@ -51,12 +52,10 @@ def scaling(loaded: dict, preset: str, workdir: Path, steps: int, rounds: int) -
             out["configs"][config][name] = {
                 "median_step_seconds": median, "steps": len(per_step),
                 "examples_per_second": processes * results[0][name]["batch_size"] / median}
-    out["efficiency_2_processes"] = {
-        name: out["configs"]["2x1"][name]["examples_per_second"] / (2 * out["configs"]["1x1"][name]["examples_per_second"])
-        for name in loaded}
-    out["processes_over_threads"] = {
-        name: out["configs"]["2x1"][name]["examples_per_second"] / out["configs"]["1x2"][name]["examples_per_second"]
-        for name in loaded}
+    speed = {config: {name: v["examples_per_second"] for name, v in rows.items()}
+             for config, rows in out["configs"].items()}
+    out["efficiency_2_processes"] = {name: speed["2x1"][name] / (2 * speed["1x1"][name]) for name in loaded}
+    out["processes_over_threads"] = {name: speed["2x1"][name] / speed["1x2"][name] for name in loaded}
     return out
 
 
@@ -70,7 +69,12 @@ def launch(payload: Path, processes: int, threads: int) -> dict:
                "WORLD_SIZE": str(processes), "OMP_NUM_THREADS": str(threads)}
         procs.append(subprocess.Popen([sys.executable, "-m", "oracle_kd.bench.ddp", str(payload), str(result),
                                        str(threads)], env=env))
-    codes = [p.wait() for p in procs]
+    try:
+        codes = [p.wait(timeout=WORKER_TIMEOUT) for p in procs]
+    except subprocess.TimeoutExpired:  # e.g. a rank that never joined the group: end this configuration's workers
+        for p in procs:
+            p.kill()
+        raise RuntimeError(f"DDP benchmark workers ({processes} x {threads}) did not finish in {WORKER_TIMEOUT} s")
     if any(codes):
         raise RuntimeError(f"DDP benchmark worker failed ({processes} x {threads}): exit codes {codes}")
     return json.loads(result.read_text())

@@ -53,5 +53,6 @@ def data_wait(task, data, preset: str, out_dir: Path, workers: int = 0) -> dict:
     wait, step = sum(clock.waits), sum(clock.steps)
     return {"data_wait_fraction": wait / (wait + step), "steps": len(clock.steps), "loader_workers": workers,
             "wait_seconds": wait, "step_seconds": step,
-            "median_wait_seconds": statistics.median(clock.waits), "median_step_seconds": statistics.median(clock.steps),
+            "median_wait_seconds": statistics.median(clock.waits),
+            "median_step_seconds": statistics.median(clock.steps),
             "first_wait_seconds": clock.waits[0]}

@@ -85,7 +85,8 @@ def goal_rows(r: dict) -> list[str]:
         rows.append(f"| speech real-time factor <= 0.01, 1 thread | {rtf:.4f} | {yes(rtf <= 0.01)} |")
     for task in r["data"]:
         for n in ("1t", "2t"):
-            ort, eager = c.get(f"{task}/inference/student_onnxruntime_{n}"), c.get(f"{task}/inference/student_eager_{n}")
+            ort = c.get(f"{task}/inference/student_onnxruntime_{n}")
+            eager = c.get(f"{task}/inference/student_eager_{n}")
             if ort and eager:
                 ratio = eager["median_seconds"] / ort["median_seconds"]
                 rows.append(f"| ONNX Runtime at least as fast as eager ({task}, {n}) | {ratio:.2f}x eager's speed "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -97,10 +97,9 @@ class BytesWritten(TorchDispatchMode):
 def count(fn) -> dict:
     """FLOPs and bytes written by one call of `fn` (run once, untimed). Attention's fused
     inference path is turned off while counting, so that the same arithmetic is seen as matmuls."""
-    fastpath = getattr(torch.backends, "mha", None)
-    with _mha_fastpath_off() if fastpath else nullcontext():
-        with FlopCounterMode(display=False, custom_mapping=CPU_FLOPS) as flops, BytesWritten() as written:
-            fn()
+    with _mha_fastpath_off(), FlopCounterMode(display=False, custom_mapping=CPU_FLOPS) as flops, \
+            BytesWritten() as written:
+        fn()
     return {"flops": int(flops.get_total_flops()), "bytes_written": int(written.bytes)}
 
 

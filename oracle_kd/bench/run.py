@@ -8,6 +8,7 @@ are taken in separate untimed passes, so that counting never slows a timed call.
 
 from __future__ import annotations
 
+import os
 import platform
 import shlex
 import sys
@@ -103,7 +104,8 @@ def machine_cases(threads: int, matmul_size: int, copy_bytes: int) -> list[Case]
 
 def case_result(c: Case, seconds: list[float], counted: dict, memory: dict) -> dict:
     stats = summary(seconds)
-    row = {**stats, "seconds": [round(t, 6) for t in seconds], "threads": c.threads, "engine": c.engine, "examples": c.examples,
+    row = {**stats, "seconds": [round(t, 6) for t in seconds], "threads": c.threads, "engine": c.engine,
+           "examples": c.examples,
            "examples_per_second": c.examples / stats["median_seconds"], **memory}
     work = counted.get(c.counted_as or c.name)
     if work:
@@ -153,7 +155,7 @@ def environment(threads: int) -> dict:
 
     load = Path("/proc/loadavg").read_text().split()[:3] if Path("/proc/loadavg").exists() else None
     return {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-            "threads": threads, "cpu": cpu_name(), "cores": __import__("os").cpu_count(),
+            "threads": threads, "cpu": cpu_name(), "cores": os.cpu_count(),
             "load_average_at_start": load}
 
 
