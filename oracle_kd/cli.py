@@ -212,12 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_arguments(rp)
     rp.set_defaults(run=report.run)
 
-    b = sub.add_parser("bench", help="performance benchmarks, written to a JSON file and printed")
-    b.add_argument("--task", default="scene-text", choices=TASK_NAMES, help=TASK_HELP)
+    b = sub.add_parser("bench", help="performance benchmarks: bench.json and BENCHMARKS.md beside it")
+    b.add_argument("--task", action="append", choices=TASK_NAMES, help="a task to measure (repeatable; default: all)")
     b.add_argument("--preset", default="quick", help=PRESET_HELP)
-    b.add_argument("--repeats", type=count(1), default=7, help="timed repeats of each measurement (medians reported)")
-    b.add_argument("--out", default="bench.json", help="the JSON file to write")
+    b.add_argument("--repeats", type=count(1), default=None, help="timed rounds (default: 7; 3 with --quick)")
+    b.add_argument("--quick", action="store_true", help="few rounds and steps: checks that it runs, for tests and CI")
+    b.add_argument("--no-ddp", action="store_true", help="leave out the DDP scaling runs (subprocesses)")
+    b.add_argument("--out", default="bench.json", help="the JSON file to write (BENCHMARKS.md goes beside it)")
     add_threads(b)
+    add_cache(b)
     b.set_defaults(run=cmd_bench)
     return p
 
@@ -339,7 +342,12 @@ def cmd_export(args) -> int:
 
 def cmd_bench(args) -> int:
     from oracle_kd.bench import run_bench
+    from oracle_kd.bench.markdown import summary_lines
+    from oracle_kd.experiment import default_cache
 
     check_writable_folder(Path(args.out).parent, f"--out {args.out}")
-    print(json.dumps(run_bench(args.task, args.preset, args.repeats, args.out), indent=2), file=args.stdout)
+    result = run_bench(args.task or TASK_NAMES, args.preset, args.out,
+                       Path(args.cache) if args.cache else default_cache(), threads=args.threads, quick=args.quick,
+                       progress=not args.no_progress, repeats=args.repeats, ddp_scaling=not args.no_ddp)
+    print("\n".join(summary_lines(result)), file=args.stdout)
     return 0

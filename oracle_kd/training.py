@@ -298,9 +298,10 @@ def check_run_folder(out_dir: Path, identity: dict) -> None:
 
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
         out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True,
-        model: torch.nn.Module | None = None) -> RunResult:
+        model: torch.nn.Module | None = None, callbacks: list | None = None) -> RunResult:
     """Train model `kind` (student | conventional | oracle) and return where its best weights are.
     `model`: a module to train instead of the task's `kind` (`distil.py`; `model_cfg` then describes it).
+    `callbacks`: more Lightning callbacks (the benchmarks time the epoch's steps with one).
 
     `train_set` must carry the teachers' outputs (data.WithTeachers) that the `kd` terms name.
     Re-run with the same `out_dir` and the same run, it resumes from `last.ckpt`; a finished
@@ -338,7 +339,7 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
         max_epochs=cfg.max_epochs, min_epochs=min(cfg.min_epochs, cfg.max_epochs), gradient_clip_val=cfg.grad_clip,
         max_time={"minutes": cfg.max_minutes} if cfg.max_minutes else None,
         callbacks=[pl.callbacks.EarlyStopping(f"val_{task.metrics.primary}", patience=cfg.patience, mode=mode,
-                                              strict=False), recorder],
+                                              strict=False), recorder, *(callbacks or [])],
         num_sanity_val_steps=0, logger=logger, log_every_n_steps=max(1, min(LOG_EVERY_N_STEPS, steps)),
         enable_checkpointing=False,
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(out_dir),

@@ -86,12 +86,20 @@ class TranslationTask:
         from oracle_kd.config import from_dict
 
         cfg = from_dict(TranslationDataConfig, data_cfg)
-        key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
-        folder = Path(cache_root) / "translation" / key
+        folder = _cache_folder(cfg, cache_root)
         if not cache_is_complete(folder, FORMAT_VERSION, asdict(cfg)):
             write_corpus(cfg, folder, Path(cache_root) / "translation" / "archives")
         self.tokenizer = SubwordTokenizer.from_state(json.loads((folder / "tokenizer.json").read_text()))
         return folder
+
+    def cached_data(self, data_cfg: dict, cache_root: Path) -> Path | None:
+        """The folder `prepare_data` would return, if it is already complete; None (and nothing
+        fetched or written) otherwise: the benchmarks use the catalogs only where they are cached."""
+        from oracle_kd.config import from_dict
+
+        cfg = from_dict(TranslationDataConfig, data_cfg)
+        folder = _cache_folder(cfg, cache_root)
+        return folder if cache_is_complete(folder, FORMAT_VERSION, asdict(cfg)) else None
 
     def dataset(self, path: Path, split: str | None, skips: SkipLog, train: bool = False,
                 model_cfg: dict | None = None, data_root: Path | None = None) -> Dataset:
@@ -226,6 +234,9 @@ class TranslationTask:
         ax.set_yticks([])
 
 
+def _cache_folder(cfg: TranslationDataConfig, cache_root: Path) -> Path:
+    key = hashlib.sha1(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(cache_root) / "translation" / key
 
 
 def corpus_bleu(sums: np.ndarray) -> np.ndarray:
