@@ -118,3 +118,29 @@ def test_quick_bench_writes_the_documented_fields(tmp_path):
     assert ort["flops"] == r["cases"]["scene-text/inference/student_eager_1t"]["flops"]  # the same graph
     assert r["costs"]["presets"] and r["costs"]["corpora"]
     assert "oracle-kd bench --task scene-text --preset smoke --quick" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_translation_decoding_cases_time_the_nat_student_against_autoregressive_search(tmp_path):
+    from oracle_kd.bench.cases import decoding_cases
+    from oracle_kd.tasks import get_task
+    from oracle_kd.tasks.translation.numbers import number_splits
+    from oracle_kd.tasks.translation.task import PairSplit
+    from oracle_kd.tasks.translation.tokenizer import TokenizerConfig, train_tokenizer
+    from oracle_kd.skips import SkipLog
+
+    pairs = number_splits({"train": 40, "val": 8, "test": 8}, seed=0)["train"]
+    task = get_task("translation")
+    task.tokenizer = train_tokenizer([s for s, _ in pairs], [t for _, t in pairs], TokenizerConfig(vocab_size=60))
+    examples = [PairSplit(pairs, task.tokenizer, "toy", 3, False, SkipLog())[i] for i in range(4)]
+    models = {"student": task.build_model("student", {"d_model": 16, "heads": 2, "source_layers": 1, "layers": 1}),
+              "autoregressive": task.build_model("autoregressive", {"d_model": 16, "heads": 2, "encoder_layers": 1,
+                                                                   "decoder_layers": 1, "beam": 2})}
+    cases = {name: (fn, notes) for name, fn, notes in decoding_cases(task, models, {"beam": 2}, examples)}
+    assert list(cases) == ["student_ctc_greedy", "autoregressive_greedy", "autoregressive_beam2"]
+    sources = max(len(e["source_ids"]) for e in examples)
+    nat = cases["student_ctc_greedy"][0]()
+    assert len(nat) == 4 and all(len(ids) <= 3 * sources for ids in nat)  # CTC: at most one label a frame
+    for name in ("autoregressive_greedy", "autoregressive_beam2"):
+        outputs = cases[name][0]()
+        assert len(outputs) == 4
+        assert cases[name][1]["mean_output_tokens"] == pytest.approx(sum(map(len, outputs)) / 4)

@@ -79,6 +79,9 @@ def task_cases(task, data, preset: str, threads: int, workdir: Path, growth: boo
     for n in INFERENCE_THREADS:
         cases.append(case("inference", f"student_onnxruntime_{n}t", onnx_inference(task, onnx_file, clean_examples, n),
                           clean_examples, threads=n, engine="onnxruntime", counted_as=eager_name))
+    if "autoregressive" in models:  # translation: one-pass NAT decoding against the AR teacher's (issue 13)
+        cases += [case("decoding", what, fn, clean_examples, notes=notes)
+                  for what, fn, notes in decoding_cases(task, models, cfg["models"]["autoregressive"], clean_examples)]
     if growth:
         for factor in GROWTH_BATCH_FACTORS:
             examples = batch_at_length(data.train, max(1, int(batch_size * factor)))
@@ -120,6 +123,33 @@ def teacher_outputs(task, model, examples: list[dict]) -> np.ndarray:
 
 def teacher_log_probs(task, model, examples: list[dict]) -> torch.Tensor:
     return torch.from_numpy(teacher_outputs(task, model, examples))
+
+
+def decoding_cases(task, models: dict, ar_cfg: dict, examples: list[dict]) -> list[tuple[str, Callable, dict]]:
+    """Sentences to label ids, the whole way: the CTC student's one pass and greedy collapse,
+    against the autoregressive teacher's greedy and beam search, on the same sentences. With
+    untrained weights the autoregressive decoder rarely ends early, so it runs towards its length
+    limit; `notes` say how many tokens each output had (time per token is what carries over)."""
+    from oracle_kd.decoding import greedy_decode
+
+    batch = task.collate(examples)
+    student, teacher = models["student"].eval(), models["autoregressive"].eval()
+
+    @torch.inference_mode()
+    def nat():
+        log_probs, frame_lengths = student(batch.sources, batch.source_lengths)[:2]
+        return [h.ids for h in greedy_decode(log_probs, frame_lengths)]
+
+    def ar(beam: int):
+        return torch.inference_mode()(lambda: teacher.generate(batch.sources, batch.source_lengths, beam=beam))
+
+    def tokens(fn) -> dict:
+        outputs = fn()
+        return {"mean_output_tokens": float(np.mean([len(o) for o in outputs])) if outputs else 0.0}
+
+    beam = int(ar_cfg.get("beam", 4))
+    return [("student_ctc_greedy", nat, tokens(nat)), ("autoregressive_greedy", ar(1), tokens(ar(1))),
+            (f"autoregressive_beam{beam}", ar(beam), tokens(ar(beam)))]
 
 
 def student_inference(task, model, examples: list[dict]):

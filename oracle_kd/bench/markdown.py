@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-GROUPS = ("features", "train_step", "teacher_outputs", "inference", "growth")
+GROUPS = ("features", "train_step", "teacher_outputs", "inference", "decoding", "growth")
 
 
 def benchmarks_markdown(r: dict) -> str:
@@ -111,6 +111,12 @@ def task_section(r: dict, task: str, data: dict) -> list[str]:
             f"| {pct(v['spread']['iqr_over_median'])} | {v['examples_per_second']:,.0f} "
             f"| {num(v.get('flops'), 1e9)} | {num(v.get('gflops'))} | {pct(v.get('fraction_of_peak'))} "
             f"| {ms(v.get('memory_bound_seconds'))} | {mem(v)} | {num(v.get('real_time_factor'), digits=4)} |")
+    decoding = {name.split("/", 1)[1]: v for name, v in rows.items() if name.startswith("decoding/")}
+    if decoding:
+        lines += ["", "Decoding the same sentences to subword ids (sentences/s, mean output tokens): " + "; ".join(
+            f"{name} {v['examples_per_second']:,.1f}/s ({v.get('mean_output_tokens', 0):.1f} tokens)"
+            for name, v in decoding.items()) + ". Untrained weights: the autoregressive decoder seldom "
+            "stops before its length limit, so compare time per output token for a trained one."]
     return lines + [""]
 
 
