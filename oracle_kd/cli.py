@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+WORKERS_HELP = ("data loader worker processes that read and decode examples (0: the main process does; "
+                "more stay up from epoch to epoch)")
 PRESET_HELP = "smoke, quick or full (default quick); a task may have more (speech: large), see oracle_kd/presets/"
 
 
@@ -88,8 +90,7 @@ def add_engine(parser) -> None:
     parser.add_argument("--num-nodes", type=count(1), default=1, help="machines, each running --devices processes")
     parser.add_argument("--precision", default="32-true", choices=["32-true", "32", "bf16-mixed", "16-mixed"],
                         help="Lightning's precision setting")
-    parser.add_argument("--workers", dest="num_workers", type=count(0), default=0,
-                        help="data loader worker processes (0: load in the training process)")
+    parser.add_argument("--workers", dest="num_workers", type=count(0), default=0, help=WORKERS_HELP)
     parser.add_argument("--logger", default="csv", choices=LOGGERS,
                         help="where every run logs its losses, learning rate and validation metrics: csv "
                              "(RUN/logs/), tensorboard, wandb or mlflow (the last three need their package)")
@@ -167,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--batch-size", type=count(1), default=128, help="examples per batch")
     v.add_argument("--data-root", default=None, metavar="DIR", help="--data and every file it names must lie inside DIR")
     add_threads(v)
+    v.add_argument("--workers", dest="num_workers", type=count(0), default=0, help=WORKERS_HELP)
     v.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("recognize", help="read text images; prints path<TAB>text")
@@ -265,7 +267,7 @@ def cmd_evaluate(args) -> int:
     from oracle_kd import diagnostics
     from oracle_kd.checkpoint import load_model
     from oracle_kd.io import atomic_write_json
-    from oracle_kd.skips import SkipLog
+    from oracle_kd.skips import SkipLog, require_usable
 
     beside = Path(args.json_out).parent if args.json_out else Path(".")
     check_writable_folder(beside, f"--json-out {args.json_out}" if args.json_out else "the current folder (skipped.tsv)")
@@ -274,9 +276,12 @@ def cmd_evaluate(args) -> int:
     try:  # the checkpoint's own config sets the frame count examples are checked against
         dataset = task.dataset(Path(args.data), None, skips, model_cfg=meta.get("config", {}),
                                data_root=Path(args.data_root) if args.data_root else None)
+        metrics, decoded = diagnostics.evaluate(task, model, dataset, args.batch_size, progress=not args.no_progress,
+                                                num_workers=args.num_workers, details=False)
+        skips.add_new(decoded.skipped)  # examples whose source could not be decoded when read
+        require_usable(decoded.references, len(dataset), args.data, len(skips))
     finally:  # a data set rejected whole still lists every skip (the terminal shows the first 20)
         skips.write(beside / "skipped.tsv")
-    metrics, _ = diagnostics.evaluate(task, model, dataset, args.batch_size, progress=not args.no_progress)
     metrics["skipped"] = len(skips)
     if args.json_out:
         atomic_write_json(args.json_out, metrics)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from oracle_kd.lazy import SKIPPED
+from oracle_kd.skips import Skip
 
 
 @dataclass
@@ -22,6 +25,7 @@ class Batch:
     spans: torch.Tensor | None = None  # (batch, max_target_length, 2) label spans in frame units, NaN unknown
     teacher_log_probs: dict[str, torch.Tensor] | None = None  # teacher -> (batch, frames, classes), for KD
     teacher_frames: dict[str, torch.Tensor] | None = None  # teacher -> (batch,) its frame count per example
+    skipped: list = field(default_factory=list)  # skips.Skip of examples found unusable when read (lazy data)
 
     def to(self, device) -> "Batch":
         """The batch's tensors on `device` (texts and indices stay where they are)."""
@@ -29,7 +33,36 @@ class Batch:
         return Batch(move(self.sources), move(self.source_lengths), move(self.targets), move(self.target_lengths),
                      self.texts, self.indices, move(self.spans),
                      None if self.teacher_log_probs is None else {k: move(v) for k, v in self.teacher_log_probs.items()},
-                     None if self.teacher_frames is None else {k: move(v) for k, v in self.teacher_frames.items()})
+                     None if self.teacher_frames is None else {k: move(v) for k, v in self.teacher_frames.items()},
+                     self.skipped)
+
+
+@dataclass
+class Skipped:
+    """What a loader yields for a batch none of whose examples could be read (see `dropping_skips`)."""
+
+    skipped: list  # skips.Skip, one per example of the batch
+
+    def to(self, device) -> "Skipped":
+        return self
+
+
+def dropping_skips(collate):
+    """`collate` of the examples that could be read; the others (skip markers of a
+    `lazy.LazyDataset`) travel back as `skipped`, from the loader worker that found
+    them to the process that lists them. A batch with nothing left is a `Skipped`."""
+    def collate_fn(examples: list[dict]):
+        marked = [isinstance(e, dict) and SKIPPED in e for e in examples]
+        kept = [e for e, m in zip(examples, marked) if not m]
+        skipped = [Skip(e["source"], e[SKIPPED]) for e, m in zip(examples, marked) if m]
+        if not kept:
+            return Skipped(skipped)
+        batch = collate(kept)
+        if skipped:  # a Batch lists none by default
+            batch.skipped = skipped
+        return batch
+
+    return collate_fn
 
 
 def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,6 +96,8 @@ class WithTeachers(Dataset):
 
     def __getitem__(self, i):
         example = self.base[i]
+        if SKIPPED in example:  # found unusable when read: dropped by the collate
+            return example
         example["teachers"] = {name: out[i] for name, out in self.outputs.items()}  # (log_probs, frames)
         return example
 

@@ -8,13 +8,13 @@ lengths, whatever the task.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from oracle_kd.data import clean
+from oracle_kd.data import Skipped, clean, dropping_skips
 from oracle_kd.decoding import Hypothesis, greedy_decode
 from oracle_kd.vocab import BLANK, ctc_min_frames
 
@@ -27,23 +27,38 @@ class Decoded:
     reference_ids: list[list[int]]
     frames: list[int]  # frame count of each example
     spans: list[np.ndarray | None]  # (labels, 2) reference spans in frame units, NaN unknown
+    indices: list[int] = field(default_factory=list)  # each example's position in its data set
+    skipped: list = field(default_factory=list)  # skips.Skip of examples found unusable when read
 
 
-def loader(task, dataset: Dataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=task.collate, num_workers=0)
+def loader(task, dataset: Dataset, batch_size: int, num_workers: int = 0, skipped: list | None = None):
+    """The data set's batches, in order. Examples found unusable when read (lazy user data)
+    are left out, and their skips appended to `skipped`."""
+    batches = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=dropping_skips(task.collate),
+                         num_workers=num_workers)
+    for batch in batches:
+        if skipped is not None:
+            skipped += batch.skipped
+        if not isinstance(batch, Skipped):
+            yield batch
 
 
 @torch.inference_mode()
-def decode(task, model, dataset: Dataset, batch_size: int = 128, progress: bool = False) -> Decoded:
+def decode(task, model, dataset: Dataset, batch_size: int = 128, progress: bool = False, num_workers: int = 0,
+           details: bool = True) -> Decoded:
     """Greedy-decode `dataset`; an Oracle Teacher is given the reference labels. `progress`:
-    a bar of batches on stderr."""
+    a bar of batches on stderr. Without `details`, only the texts, references and skips are
+    kept (what a score needs: a corpus of millions then holds two strings per example, not
+    their label lists)."""
     from tqdm import tqdm
 
     model.eval()
     out = Decoded([], [], [], [], [], [])
     device = model_device(model)
-    batches = loader(task, dataset, batch_size)  # disable=None: a bar only when stderr is a terminal
-    for batch in tqdm(batches, desc="evaluate", unit="batch", file=sys.stderr, disable=None if progress else True):
+    batches = loader(task, dataset, batch_size, num_workers, out.skipped)
+    # disable=None: a bar only when stderr is a terminal
+    for batch in tqdm(batches, desc="evaluate", unit="batch", total=-(-len(dataset) // batch_size), file=sys.stderr,
+                      disable=None if progress else True):
         if getattr(model, "decodes_itself", False):  # no CTC frames: the model's own search (beam)
             batch = batch.to(device)
             hyps = [Hypothesis(ids, []) for ids in model.generate(batch.sources, batch.source_lengths)]
@@ -52,9 +67,12 @@ def decode(task, model, dataset: Dataset, batch_size: int = 128, progress: bool 
             log_probs, frame_lengths = model(*inputs(batch.to(device)))
             log_probs, frame_lengths = log_probs.float().cpu(), frame_lengths.cpu()
             hyps = greedy_decode(log_probs, frame_lengths)
-        out.hypotheses += hyps
         out.texts += [task.vocab.decode(h.ids) for h in hyps]
         out.references += batch.texts
+        if not details:
+            continue
+        out.hypotheses += hyps
+        out.indices += batch.indices.tolist()
         out.frames += frame_lengths.tolist()
         for row, n in enumerate(batch.target_lengths.tolist()):
             out.reference_ids.append(batch.targets[row, :n].tolist())
@@ -71,8 +89,11 @@ def inputs(batch) -> tuple:
     return batch.sources, batch.source_lengths, batch.targets, batch.target_lengths
 
 
-def evaluate(task, model, dataset: Dataset, batch_size: int = 128, progress: bool = False) -> tuple[dict, Decoded]:
-    decoded = decode(task, model, dataset, batch_size, progress)
+def evaluate(task, model, dataset: Dataset, batch_size: int = 128, progress: bool = False, num_workers: int = 0,
+             details: bool = True) -> tuple[dict, Decoded]:
+    """The task's metrics of `model` on `dataset` (and `n`, the examples scored), and the
+    decoded examples (see `decode`)."""
+    decoded = decode(task, model, dataset, batch_size, progress, num_workers, details)
     return {**task.score(decoded.texts, decoded.references), "n": len(decoded.references)}, decoded
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from oracle_kd.config import KDTerm, TrainConfig
 from oracle_kd.data import WithTeachers
 from oracle_kd.io import InputError
+from oracle_kd.lazy import SKIPPED
 from oracle_kd.store import module_outputs, teacher_outputs
 from oracle_kd.training import RunResult, fit
 
@@ -48,7 +49,7 @@ def distil(task, student: torch.nn.Module, train_set: Dataset, val_set: Dataset,
     unknown = sorted({term.teacher for term in kd} - set(teachers))
     if unknown:
         raise InputError(f"KD terms name {', '.join(unknown)}, which are not among the teachers ({', '.join(teachers)})")
-    probe = [train_set[i] for i in range(min(2, len(train_set)))]
+    probe = [e for e in map(train_set.__getitem__, range(min(16, len(train_set)))) if SKIPPED not in e][:2]
     frames = check_model(task, "student", student, probe)
     outputs = {}
     for name, teacher in teachers.items():

@@ -28,6 +28,17 @@ class SkipLog:
         elif not self.quiet and len(self.items) == self.echo_limit + 1:
             print("skipped: further skips are listed in skipped.tsv only", file=sys.stderr)
 
+    def add_new(self, found) -> int:
+        """Add the skips (`Skip`s) whose source is not listed yet, and say how many: an
+        example found unusable when read is read again every epoch, and listed once."""
+        known, added = {s.source for s in self.items}, 0
+        for skip in found:
+            if skip.source not in known:
+                known.add(skip.source)
+                self.add(skip.source, skip.reason)
+                added += 1
+        return added
+
     def __len__(self) -> int:
         return len(self.items)
 

@@ -48,7 +48,7 @@ def train_one(args) -> dict:
     try:  # the same lock the experiment runner takes on a run folder: one process trains a run
         with claim(out / ".lock") if rank_zero() else nullcontext():
             result = fit(task, args.model, cfg.models[args.model], train, val, train_cfg, out, kd=kd, seed=args.seed,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, skips=skips)
     except Busy as held:
         raise InputError(f"another process is training this run: {held}") from None
     return {k: v for k, v in asdict(result).items() if k != "history"}

@@ -22,11 +22,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from oracle_kd.checkpoint import save_model
 from oracle_kd.config import KDTerm, TrainConfig
-from oracle_kd.data import LengthBucketSampler, dataset_identity, source_lengths, with_teachers
+from oracle_kd.data import LengthBucketSampler, Skipped, dataset_identity, dropping_skips, source_lengths, with_teachers
 from oracle_kd.decoding import greedy_decode
 from oracle_kd.diagnostics import inputs
 from oracle_kd.io import InputError, atomic_path, atomic_write_json
 from oracle_kd.losses import ctc, kd_term
+from oracle_kd.skips import SkipLog
 from oracle_kd.store import check_frames
 from oracle_kd.tracking import make_logger
 
@@ -53,10 +54,12 @@ class NonFiniteLoss(RuntimeError):
 
 class CTCModule(pl.LightningModule):
     def __init__(self, task, model, cfg: TrainConfig, kd: list[KDTerm] | None, train_set: Dataset, val_set: Dataset,
-                 seed: int):
+                 seed: int, skips: SkipLog | None = None, skips_file: Path | None = None):
         super().__init__()
         self.task, self.model, self.cfg, self.kd = task, model, cfg, kd
         self.train_set, self.val_set, self.seed = train_set, val_set, seed
+        self.skips, self.skips_file = skips, skips_file  # where examples found unusable when read are listed
+        self._skipped: list = []  # skips.Skip this process's loaders found this epoch (lazy user data)
         self._val_decoded: dict[int, tuple[str, str]] = {}  # example index -> (hypothesis, reference)
         self._train_losses: dict[str, list[torch.Tensor]] = {}  # this epoch's step losses, by logged name
 
@@ -73,6 +76,11 @@ class CTCModule(pl.LightningModule):
         return self.model(*inputs(batch))
 
     def training_step(self, batch, batch_idx):
+        self._skipped += batch.skipped
+        if isinstance(batch, Skipped):
+            # no example of the batch could be read: a zero loss that still reaches every weight,
+            # so that this process joins DDP's gradient all-reduce as the others do
+            return sum(p.sum() for p in self.model.parameters()) * 0.0
         if hasattr(self.model, "sequence_loss"):  # a model with its own loss (the autoregressive teacher)
             return self._record(batch_idx, self.model.sequence_loss(*inputs(batch)), {})
         log_probs, frame_lengths = self(batch)
@@ -107,6 +115,9 @@ class CTCModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
+        self._skipped += batch.skipped
+        if isinstance(batch, Skipped):
+            return
         if getattr(self.model, "decodes_itself", False):  # greedy search of its own: fast enough per epoch
             ids = self.model.generate(batch.sources, batch.source_lengths, beam=1)
         else:
@@ -138,6 +149,18 @@ class CTCModule(pl.LightningModule):
         # floats: each process logs its own means, as history.json records rank 0's
         self.log_dict({f"{name}_epoch": self.epoch_train_loss(name) for name in self._train_losses}, on_epoch=True)
         self._train_losses = {}
+        self.list_skips()
+
+    def list_skips(self):
+        """Examples the loaders found unusable this epoch (training and validation, every
+        process's share) join the skip log; rank 0 rewrites skipped.tsv when some are new."""
+        found, self._skipped = self._skipped, []
+        if self.trainer.world_size > 1:
+            shards = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(shards, found)
+            found = [skip for shard in shards for skip in shard]
+        if self.trainer.is_global_zero and self.skips is not None and self.skips.add_new(found):
+            self.skips.write(self.skips_file)
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
@@ -263,7 +286,7 @@ def loader(task, dataset: Dataset, batch_size: int, seed: int | None = None, ran
             order = np.resize(order[rank::world_size], -(-len(dataset) // world_size))
         sampler = order.tolist()
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=seed is not None and sampler is None,
-                      collate_fn=with_teachers(task.collate), num_workers=num_workers,
+                      collate_fn=dropping_skips(with_teachers(task.collate)), num_workers=num_workers,
                       persistent_workers=num_workers > 0)
 
 
@@ -298,10 +321,13 @@ def check_run_folder(out_dir: Path, identity: dict) -> None:
 
 def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, cfg: TrainConfig,
         out_dir: Path, kd: list[KDTerm] | None = None, seed: int = 0, progress: bool = True,
-        model: torch.nn.Module | None = None, callbacks: list | None = None) -> RunResult:
+        model: torch.nn.Module | None = None, callbacks: list | None = None,
+        skips: SkipLog | None = None) -> RunResult:
     """Train model `kind` (student | conventional | oracle) and return where its best weights are.
     `model`: a module to train instead of the task's `kind` (`distil.py`; `model_cfg` then describes it).
     `callbacks`: more Lightning callbacks (the benchmarks time the epoch's steps with one).
+    `skips`: the data sets' skips found so far; examples found unusable when read (lazy user
+    data) join it, and it is written to OUT/skipped.tsv when they do.
 
     `train_set` must carry the teachers' outputs (data.WithTeachers) that the `kd` terms name.
     Re-run with the same `out_dir` and the same run, it resumes from `last.ckpt`; a finished
@@ -326,7 +352,8 @@ def fit(task, kind: str, model_cfg: dict, train_set: Dataset, val_set: Dataset, 
     if state:  # what the task learnt from data (a tokenizer), or a non-default setting, goes with the weights
         meta["task_state"] = state
 
-    module = CTCModule(task, model, cfg, kd, train_set, val_set, seed)
+    module = CTCModule(task, model, cfg, kd, train_set, val_set, seed, SkipLog() if skips is None else skips,
+                       out_dir / "skipped.tsv")
     recorder = RunRecorder(out_dir, task.metrics, meta, cfg)
     mode = "max" if task.metrics.higher_is_better else "min"
     logger = make_logger(cfg.logger, out_dir)
