@@ -16,6 +16,12 @@ A label holding letters, digits or combining marks outside ASCII ("café",
 wrong word. The check runs after Unicode NFC composition, so a decomposed "é"
 is caught too.
 
+Reading is in two steps. `index_examples` reads the labels and checks them,
+and that each image file exists (or, in an LMDB, that every page can be read),
+without decoding a pixel; `ImageIndex.load(i)` reads and checks one image, in
+whichever process (a data-loader worker) asks for it. `read_examples` does
+both for every example, in order.
+
 Every example that cannot be used is skipped with one `skips.add(source,
 reason)` and reading goes on. `source` names the file and 1-based line
 ("data/labels.tsv:17") or the LMDB key ("data/lmdb:image-000000017", or
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import io
 import os
+from array import array
 import shutil
 import tempfile
 import unicodedata
@@ -40,9 +47,12 @@ import numpy as np
 from PIL import Image
 
 from oracle_kd.io import InputError, atomic_path
-from oracle_kd.safety import FOLDER, NOT_FOUND, BadFile, confine, read_bytes
+from oracle_kd.lazy import Strings
+from oracle_kd.safety import BadFile, confine, open_regular, read_bytes
 from oracle_kd.skips import SkipLog, require_usable
-from oracle_kd.tasks.scene_text.images import decode_image_bytes, normalize_label
+from oracle_kd.tasks.scene_text.images import normalize_label
+from oracle_kd.tasks.scene_text.index import ImageIndex, file_problem
+from oracle_kd.tasks.scene_text.lmdb_reader import LmdbReader, check_pages, open_env
 
 LABELS_FILE = "labels.tsv"
 LMDB_FILE = "data.mdb"
@@ -88,13 +98,31 @@ def detect_format(path: str | Path) -> str:
 def read_examples(
     path: str | Path, skips: SkipLog, max_label_length: int | None = None, data_root: str | Path | None = None
 ) -> list[TextImageExample]:
-    """All usable examples of a labels.tsv folder (or file) or an LMDB folder, in order.
+    """All usable examples of a labels.tsv folder (or file) or an LMDB folder, in order,
+    their images decoded (`index_examples`, then `ImageIndex.load` of each).
 
     Raises InputError if the data set is missing or unreadable as a whole, or if
     it has no usable example; single bad examples are reported to `skips`. With
     `data_root`, the data set and every image a labels.tsv names must lie inside
     that folder (symbolic links resolved); an image outside it is skipped.
     """
+    index = index_examples(path, skips, max_label_length, data_root)
+    skipped_before, examples = len(skips), []
+    for i in range(len(index)):
+        image, problem = index.load(i)
+        if problem:
+            skips.add(index.source(i), problem)
+        else:
+            examples.append(TextImageExample(image, index.labels[i], index.source(i)))
+    return require_usable(examples, index.total, path, index.skipped + len(skips) - skipped_before, "examples")
+
+
+def index_examples(
+    path: str | Path, skips: SkipLog, max_label_length: int | None = None, data_root: str | Path | None = None
+) -> ImageIndex:
+    """The examples of a labels.tsv folder (or file) or an LMDB folder whose line and
+    label are usable and whose image file exists, in order; no image is decoded.
+    Errors and skips as `read_examples`, except those only decoding finds."""
     path = Path(path)
     outside = confine(path, data_root)
     if outside:
@@ -103,11 +131,12 @@ def read_examples(
     skipped_before = len(skips)
     if kind == "labels-tsv":
         tsv = path if path.is_file() else path / LABELS_FILE
-        examples, total = _read_labels_tsv(tsv, skips, max_label_length, data_root)
+        index = _index_labels_tsv(tsv, skips, max_label_length, data_root)
     else:
-        folder = path.parent if path.is_file() else path
-        examples, total = _read_lmdb(folder, skips, max_label_length)
-    return require_usable(examples, total, path, len(skips) - skipped_before, "examples")
+        index = _index_lmdb(path.parent if path.is_file() else path, skips, max_label_length)
+    index.skipped = len(skips) - skipped_before
+    require_usable(range(len(index)), index.total, path, index.skipped, "examples")
+    return index
 
 
 def write_labels_tsv(out_dir: str | Path, images: list, labels: list[str]) -> Path:
@@ -165,8 +194,8 @@ def write_lmdb(out_dir: str | Path, images: list, labels: list[str]) -> Path:
 # --- readers -----------------------------------------------------------------
 
 
-def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None, data_root=None):
-    """(examples, number of non-blank lines) of one labels.tsv."""
+def _index_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None, data_root=None) -> ImageIndex:
+    """The index of one labels.tsv: every line whose syntax, label and image file are usable."""
     folder = tsv.parent
     try:
         raw = read_bytes(tsv)
@@ -174,7 +203,7 @@ def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None, data_root=N
         raise InputError(f"cannot read {tsv}: {e.reason}") from None
     if raw.startswith(b"\xef\xbb\xbf"):
         raw = raw[3:]
-    examples, total = [], 0
+    paths, lines, labels, total = Strings(), array("q"), Strings(), 0
     # Split on "\n" only: str.splitlines would also break at characters such
     # as U+2028 or \x1c that may sit inside a label.
     for lineno, line_bytes in enumerate(raw.split(b"\n"), start=1):
@@ -207,24 +236,24 @@ def _read_labels_tsv(tsv: Path, skips: SkipLog, max_len: int | None, data_root=N
         if problem:
             skips.add(source, problem)
             continue
-        image, problem = _load_image_file(folder, rel, data_root)
+        image_path, problem = _find_image_file(folder, rel, data_root)
         if problem:
             skips.add(source, problem)
             continue
-        examples.append(TextImageExample(image, label, source))
-    return examples, total
+        paths.append(str(image_path))
+        lines.append(lineno)
+        labels.append(label)
+    return ImageIndex("labels-tsv", tsv, paths, lines, labels, total)
 
 
-def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
-    """(examples, num-samples) of one LMDB folder in the benchmark layout."""
-    _check_pages(folder)
+def _index_lmdb(folder: Path, skips: SkipLog, max_len: int | None) -> ImageIndex:
+    """The index of one LMDB folder in the benchmark layout: every key number whose label
+    is usable (images are looked up when read)."""
+    check_pages(folder)
     try:
-        env = lmdb.open(
-            str(folder), readonly=True, lock=False, readahead=False, meminit=False
-        )
+        env = open_env(folder)
     except lmdb.Error as e:
         raise InputError(f"cannot open LMDB {folder}: {e}") from None
-    examples = []
     try:
         with env.begin(write=False) as txn:
             value = txn.get(b"num-samples")
@@ -237,48 +266,32 @@ def _read_lmdb(folder: Path, skips: SkipLog, max_len: int | None):
             if not value.strip().isdigit() or len(value.strip()) > 18:
                 raise InputError(f"LMDB {folder}: num-samples is not a number: {value[:40]!r}")
             total, entries = int(value), env.stat()["entries"]
-            if total > entries:  # reading would loop over keys that cannot exist
-                raise InputError(f"LMDB {folder}: num-samples says {total:,}, but the database holds only "
-                                 f"{entries:,} keys")
-            for i in range(1, total + 1):
-                example = _lmdb_example(txn, folder, i, skips, max_len)
-                if example is not None:
-                    examples.append(example)
+        if total > entries:  # reading would loop over keys that cannot exist
+            raise InputError(f"LMDB {folder}: num-samples says {total:,}, but the database holds only "
+                             f"{entries:,} keys")
     except lmdb.Error as e:
         raise InputError(f"cannot read LMDB {folder}: {e}") from None
     finally:
         env.close()
-    return examples, total
+    reader, numbers, labels = LmdbReader(folder), array("q"), Strings()
+    try:
+        for i in range(1, total + 1):
+            label = _lmdb_label(reader, folder, i, skips, max_len)
+            if label is not None:
+                numbers.append(i)
+                labels.append(label)
+    except lmdb.Error as e:
+        raise InputError(f"cannot read LMDB {folder}: {e}") from None
+    finally:
+        reader.close()
+    return ImageIndex("lmdb", folder, None, numbers, labels, total)
 
 
-# LMDB trusts its file: a damaged data.mdb makes it read past the end of its memory map,
-# and the process dies of SIGBUS or SIGSEGV, which no `except` can catch. A child process
-# walks every key and value first; only if it survives does this process read the pages.
-_WALK = """
-import sys, lmdb
-env = lmdb.open(sys.argv[1], readonly=True, lock=False, readahead=False, meminit=False)
-with env.begin() as txn:
-    for key, value in txn.cursor():
-        pass
-"""
-
-
-def _check_pages(folder: Path) -> None:
-    import signal
-    import subprocess
-    import sys
-
-    done = subprocess.run([sys.executable, "-c", _WALK, str(folder)], stdin=subprocess.DEVNULL,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if done.returncode < 0:
-        name = signal.Signals(-done.returncode).name
-        raise InputError(f"LMDB {folder} is damaged: reading its pages crashed a checking process ({name})")
-
-
-def _lmdb_example(txn, folder: Path, i: int, skips: SkipLog, max_len: int | None):
-    image_key, label_key = f"image-{i:09d}", f"label-{i:09d}"
-    image_source, label_source = f"{folder}:{image_key}", f"{folder}:{label_key}"
-    label_bytes = txn.get(label_key.encode())
+def _lmdb_label(reader: LmdbReader, folder: Path, i: int, skips: SkipLog, max_len: int | None) -> str | None:
+    """The normalized label of key number `i`, or None (and a skip naming the label key)."""
+    label_key = f"label-{i:09d}"
+    label_source = f"{folder}:{label_key}"
+    label_bytes = reader.get(label_key.encode())
     if label_bytes is None:
         skips.add(label_source, f"key {label_key} is missing")
         return None
@@ -291,15 +304,7 @@ def _lmdb_example(txn, folder: Path, i: int, skips: SkipLog, max_len: int | None
     if problem:
         skips.add(label_source, problem)
         return None
-    data = txn.get(image_key.encode())
-    if data is None:
-        skips.add(image_source, f"key {image_key} is missing")
-        return None
-    image, problem = _decode(data)
-    if problem:
-        skips.add(image_source, problem)
-        return None
-    return TextImageExample(image, label, image_source)
+    return label
 
 
 # --- one example -------------------------------------------------------------
@@ -330,7 +335,9 @@ def _check_label(raw: str, max_len: int | None) -> tuple[str, str | None]:
     return label, None
 
 
-def _load_image_file(folder: Path, rel: str, data_root=None) -> tuple[np.ndarray | None, str | None]:
+def _find_image_file(folder: Path, rel: str, data_root=None) -> tuple[Path | None, str | None]:
+    """(path, None) of an image file a labels.tsv line names, if it is a regular file
+    (opened and closed, no byte read); else (None, the reason)."""
     if "\0" in rel:
         return None, f"image path holds a NUL byte: {rel!r}"
     path = folder / rel
@@ -340,24 +347,11 @@ def _load_image_file(folder: Path, rel: str, data_root=None) -> tuple[np.ndarray
     if outside:
         return None, f"image path is {outside}: {path}"
     try:
-        data = read_bytes(path)
+        f, _ = open_regular(path)
     except BadFile as e:
-        if e.reason == NOT_FOUND:
-            return None, f"image file not found: {path}"
-        if e.reason == FOLDER:
-            return None, f"image path is a folder, not a file: {path}"
-        return None, f"cannot read image ({e.reason}): {path}"
-    image, problem = _decode(data)
-    return image, (f"{problem}: {path}" if problem else None)
-
-
-def _decode(data: bytes) -> tuple[np.ndarray | None, str | None]:
-    if not data:
-        return None, "image is empty (0 bytes)"
-    try:
-        return decode_image_bytes(data), None
-    except ValueError as e:
-        return None, str(e)
+        return None, file_problem(e, path)
+    f.close()
+    return path, None
 
 
 # --- writers -----------------------------------------------------------------

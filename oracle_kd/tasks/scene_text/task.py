@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oracle_kd.data import Batch, ListDataset, pad_targets
+from oracle_kd.data import Batch, pad_targets
+from oracle_kd.lazy import LazyDataset
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
 from oracle_kd.tasks.scene_text.images import CHARSET, IMAGE_HEIGHT, IMAGE_WIDTH, normalize_label
@@ -64,19 +65,20 @@ class SceneTextTask:
         model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is not None:
             return RenderedSplit(Path(path), split, pixels_per_frame=width_stride(conv_config(model_cfg)))
-        from oracle_kd.tasks.scene_text.formats import read_examples
+        from oracle_kd.tasks.scene_text.formats import index_examples
 
         frames = self.frame_count(IMAGE_WIDTH, model_cfg)  # every image is stretched to IMAGE_WIDTH
-        examples, before = [], len(skips)
-        for ex in read_examples(Path(path), skips, max_label_length=frames, data_root=data_root):
-            ids = self.tokenizer.encode(ex.label)
-            if ctc_min_frames(ids) > frames:
-                skips.add(ex.source, f"label {ex.label!r} needs {ctc_min_frames(ids)} CTC frames, the models have {frames}")
-                continue
-            examples.append({"image": ex.image, "text": ex.label, "source": ex.source})
-        skipped = len(skips) - before  # the reader's own skips and the CTC-infeasible ones
-        require_usable(examples, len(examples) + skipped, path, skipped, "examples")
-        return ListDataset(examples)
+        index, before = index_examples(Path(path), skips, max_label_length=frames, data_root=data_root), len(skips)
+        rows = []
+        for i, label in enumerate(index.labels):
+            need = ctc_min_frames(self.tokenizer.encode(label))
+            if need > frames:
+                skips.add(index.source(i), f"label {label!r} needs {need} CTC frames, the models have {frames}")
+            else:
+                rows.append(i)
+        skipped = index.skipped + len(skips) - before  # the reader's own skips and the CTC-infeasible ones
+        require_usable(rows, index.total, path, skipped, "examples")
+        return LazyImages(index.select(rows) if len(rows) < len(index) else index)
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
         from oracle_kd.safety import BadFile, read_bytes
@@ -196,3 +198,20 @@ class RenderedSplit(Dataset):
                 "label_spans": np.array(self.spans[i][: len(text)], dtype=np.float32) / self.pixels_per_frame,
                 "index": i, "source": f"{self.source}:{i}"}
 
+
+
+class LazyImages(LazyDataset):
+    """A user data set (labels.tsv folder or LMDB) whose images are decoded when read
+    (see `formats.index_examples`): the same examples `formats.read_examples` gives."""
+
+    def __init__(self, index):
+        self.index, self.texts = index, index.labels
+
+    def source(self, i: int) -> str:
+        return self.index.source(i)
+
+    def read(self, i: int):
+        image, problem = self.index.load(i)
+        if problem:
+            return None, problem
+        return {"image": image, "text": self.texts[i], "source": self.index.source(i)}, None
