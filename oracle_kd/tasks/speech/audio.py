@@ -62,6 +62,18 @@ def load_audio(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def read_header(path: str | Path) -> tuple[int, int]:
+    """(samples per channel the header declares, sample rate) of an audio file, after the
+    checks `load_audio` makes before decoding (same errors); no sample is decoded."""
+    file, size = open_audio(path)
+    with file:
+        if size == 0:
+            raise ValueError("empty audio file (0 bytes)")
+        with open_sound(file) as f:
+            _check_size(f.frames, f.samplerate, f.channels)
+            return f.frames, f.samplerate
+
+
 def open_audio(path: str | Path, limit: int | None = None):
     """(binary file, size in bytes) of the regular file at `path` (at most `limit` bytes;
     default the safety module's limit), with load_audio's errors."""
@@ -93,18 +105,22 @@ def open_sound(file) -> soundfile.SoundFile:
 def _decode(file) -> tuple[np.ndarray, int, int]:
     """(samples (frames, channels) float32, frames the header declares, sample rate) of an open file."""
     with open_sound(file) as f:
-        declared, rate, channels = f.frames, f.samplerate, f.channels
-        resampled = declared * max(1, SAMPLE_RATE / rate)
-        if max(declared * channels, resampled) > MAX_SAMPLES:
-            hours = declared / rate / 3600
-            raise ValueError(f"the header declares {declared:,} samples x {channels} channels ({hours:.3g} h), "
-                             f"more than the limit of {MAX_SAMPLES:,} samples for one file")
+        declared, rate = f.frames, f.samplerate
+        _check_size(declared, rate, f.channels)
         try:
             data = f.read(frames=declared, dtype="float32", always_2d=True)  # (samples, channels)
         except (soundfile.SoundFileError, RuntimeError) as e:
             reason = _libsndfile_reason(e)
             raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
     return data, declared, rate
+
+
+def _check_size(declared: int, rate: int, channels: int) -> None:
+    """ValueError unless a file of this header decodes (and resamples) to at most MAX_SAMPLES."""
+    if max(declared * channels, declared * max(1, SAMPLE_RATE / rate)) > MAX_SAMPLES:
+        hours = declared / rate / 3600
+        raise ValueError(f"the header declares {declared:,} samples x {channels} channels ({hours:.3g} h), "
+                         f"more than the limit of {MAX_SAMPLES:,} samples for one file")
 
 
 def feature_frames(samples):

@@ -1,12 +1,16 @@
 """One utterance, from a user's data set: is it usable, and what is its transcript?
 
-`Checks.utterance` runs the checks of one utterance in this order, and the
-first failure is the reason it is skipped: transcript (empty, digits, symbols,
-letters outside a-z, empty after normalisation), audio (missing, unreadable,
-truncated, empty, silent: peak below SILENT_PEAK), manifest duration (off by
-more than 0.5 s, or by more than 10% and 50 ms), then, when `frame_rate` is
-given, audio too short for its transcript under CTC. The readers in
-`formats` check each line's syntax before.
+`Checks.utterance` runs the checks of one utterance in two steps, and the
+first failure is the reason it is skipped. Before any sample is decoded
+(`Checks.entry`, when a data set is indexed): transcript (empty, digits,
+symbols, letters outside a-z, empty after normalisation), audio file (missing,
+unreadable header, empty), then from the header's length the manifest duration
+(off by more than 0.5 s, or by more than 10% and 50 ms) and, when `frame_rate`
+is given, audio too short for its transcript under CTC. When the samples are
+decoded (`Checks.audio`, when the utterance is read): audio (unreadable,
+truncated, empty, silent: peak below SILENT_PEAK), duration and CTC length
+again, from the samples. The readers in `formats` check each line's syntax
+before.
 
 Transcripts (`check_transcript`): the vocabulary is lowercase a-z, the
 apostrophe and the space. Accents are folded away (Unicode NFKD, combining
@@ -28,13 +32,12 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
 from oracle_kd.safety import confine
-from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio
+from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio, read_header
 
 SILENT_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which audio is silent: -80 dBFS
 DURATION_SLACK_SECONDS = 0.5  # a manifest duration further off than this is wrong...
@@ -76,42 +79,100 @@ def check_transcript(raw: str) -> tuple[str, str | None]:
     return text, None
 
 
+@dataclass
+class Entry:
+    """An utterance whose transcript and audio header passed `Checks.entry`: what an
+    index keeps of it until its samples are read (`Checks.audio`)."""
+
+    source: str
+    text: str  # check_transcript(raw)
+    path: Path
+    duration: float | None  # seconds, the manifest's (None: not given)
+    offset: float | None  # seconds into the file where the segment starts (None: the whole file)
+    samples: int  # at SAMPLE_RATE, as the header tells (of the segment, with an offset)
+
+
 class Checks:
-    """The per-utterance checks, with the last audio file kept (segments of one
-    long file follow each other in manifests with offsets)."""
+    """The per-utterance checks, in two steps: `entry` reads the transcript and the audio
+    file's header only (for an index built before any audio is decoded), `audio` decodes
+    the samples and checks them (when the utterance is read, in a loader worker). The
+    last file's header and samples are kept (segments of one long file follow each other
+    in manifests with offsets), but not pickled."""
 
     def __init__(self, frame_rate: float | None, min_frames_per_char: float | None, data_root: Path | None = None):
         self.frame_rate, self.min_frames_per_char = frame_rate, min_frames_per_char
         self.data_root = data_root  # audio files outside it are skipped (safety.confine)
-        self.load = lru_cache(maxsize=1)(_load)
+        self._last: dict = {}  # function name -> (path, its result)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_last": {}}
 
     def utterance(
         self, source: str, raw_text: str, audio_path: Path, duration: float | None, offset: float | None
     ) -> tuple[Utterance | None, str | None]:
+        """Both steps: the utterance with its samples, or the first reason it is not usable."""
+        entry, problem = self.entry(source, raw_text, audio_path, duration, offset)
+        return (None, problem) if problem else self.audio(entry)
+
+    def entry(
+        self, source: str, raw_text: str, audio_path: Path, duration: float | None, offset: float | None
+    ) -> tuple[Entry | None, str | None]:
+        """The checks that need no decoded sample: transcript, file, header, and the
+        duration and CTC length the header gives."""
         text, problem = check_transcript(raw_text)
         if problem:
             return None, problem
         outside = confine(audio_path, self.data_root)
         if outside:
             return None, f"audio path is {outside}: {audio_path}"
-        audio, problem = self.load(audio_path)
+        header, problem = self._cached(_header, audio_path)
         if problem:
             return None, f"{problem}: {audio_path}"
-        seconds = len(audio) / SAMPLE_RATE
+        declared, rate = header
+        samples = round(declared * SAMPLE_RATE / rate)  # soxr's output length when resampling
+        if samples == 0:
+            return None, f"empty audio (0 samples): {audio_path}"
+        checked = duration
         if offset is not None:
-            end = seconds if duration is None else offset + duration
-            if end - seconds > DURATION_SLACK_SECONDS or offset >= seconds:
-                return None, (f"segment {_seconds(offset)}-{_seconds(end)} s lies beyond the end of the audio "
-                              f"({seconds:.2f} s): {audio_path}")
-            audio = audio[int(round(offset * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
+            problem = _segment_problem(offset, duration, samples / SAMPLE_RATE, audio_path)
+            if problem:
+                return None, problem
+            end = samples if duration is None else round((offset + duration) * SAMPLE_RATE)
+            samples, checked = min(end, samples) - round(offset * SAMPLE_RATE), None
+        problem = _duration_mismatch(checked, samples / SAMPLE_RATE)
+        if problem:
+            return None, f"{problem}: {audio_path}"
+        problem = self._too_short(text, samples / SAMPLE_RATE)
+        if problem:
+            return None, problem
+        return Entry(source, text, audio_path, duration, offset, samples), None
+
+    def audio(self, entry: Entry) -> tuple[Utterance | None, str | None]:
+        """`entry` with its samples decoded, or the reason they are not usable."""
+        audio, problem = self._cached(_load, entry.path)
+        if problem:
+            return None, f"{problem}: {entry.path}"
+        seconds, duration = len(audio) / SAMPLE_RATE, entry.duration
+        if entry.offset is not None:
+            problem = _segment_problem(entry.offset, duration, seconds, entry.path)
+            if problem:
+                return None, problem
+            end = seconds if duration is None else entry.offset + duration
+            audio = audio[int(round(entry.offset * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
             seconds, duration = len(audio) / SAMPLE_RATE, None
         problem = _silence(audio) or _duration_mismatch(duration, seconds)
         if problem:
-            return None, f"{problem}: {audio_path}"
-        problem = self._too_short(text, seconds)
+            return None, f"{problem}: {entry.path}"
+        problem = self._too_short(entry.text, seconds)
         if problem:
             return None, problem
-        return Utterance(audio, text, source), None
+        return Utterance(audio, entry.text, entry.source), None
+
+    def _cached(self, function, path: Path):
+        kept = self._last.get(function.__name__)
+        if kept is None or kept[0] != path:
+            kept = self._last[function.__name__] = (path, function(path))
+        return kept[1]
 
     def _too_short(self, text: str, seconds: float) -> str | None:
         if self.frame_rate is None:
@@ -131,8 +192,17 @@ class Checks:
 
 
 def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
+    return _reading(load_audio, path)
+
+
+def _header(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    return _reading(read_header, path)
+
+
+def _reading(read, path: Path):
+    """(read(path), None), or (None, why the audio file cannot be read)."""
     try:
-        return load_audio(path), None
+        return read(path), None
     except FileNotFoundError:
         return None, "audio file not found"
     except IsADirectoryError:
@@ -141,6 +211,14 @@ def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
         return None, str(e)
     except OSError as e:
         return None, f"cannot read audio file ({e.strerror or e})"
+
+
+def _segment_problem(offset: float, duration: float | None, seconds: float, path: Path) -> str | None:
+    end = seconds if duration is None else offset + duration
+    if end - seconds > DURATION_SLACK_SECONDS or offset >= seconds:
+        return (f"segment {_seconds(offset)}-{_seconds(end)} s lies beyond the end of the audio "
+                f"({seconds:.2f} s): {path}")
+    return None
 
 
 def _silence(audio: np.ndarray) -> str | None:

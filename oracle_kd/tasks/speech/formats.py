@@ -19,6 +19,11 @@ test audio never leaks into training. A single `.trans.txt` file is read too.
 Audio of any sample rate and channel count that libsndfile reads (WAV, FLAC,
 OGG, MP3, ...) is averaged to mono and resampled to 16 kHz (audio.load_audio).
 
+Reading is in two steps: `index_utterances` reads the lines and each audio
+file's header (no sample decoded), `AudioIndex.load(i)` decodes one utterance,
+in whichever process (a data-loader worker) asks for it; `read_utterances`
+does both for every utterance, in order.
+
 Every utterance that cannot be used is skipped with one `skips.add(source,
 reason)` and reading goes on. `source` names the manifest or transcript file
 and the 1-based line ("data/train.jsonl:17", "data/84/121123/84-121123.trans.txt:2");
@@ -42,6 +47,7 @@ from oracle_kd.safety import BadFile, confine, read_bytes
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.speech.audio import SAMPLE_RATE
 from oracle_kd.tasks.speech.checks import Checks, Utterance
+from oracle_kd.tasks.speech.index import AudioIndex
 
 MANIFEST_SUFFIXES = (".json", ".jsonl")  # NeMo manifests use either for JSON lines
 MANIFEST_FILE = "manifest.jsonl"  # what write_manifest writes; a folder holding it is a manifest data set
@@ -104,6 +110,27 @@ def read_utterances(
     audio file it names must lie inside that folder (symbolic links resolved); an
     utterance whose audio lies outside it is skipped.
     """
+    index = index_utterances(path, skips, min_frames_per_char, frame_rate, data_root)
+    skipped_before, utterances = len(skips), []
+    for i in range(len(index)):
+        utterance, problem = index.load(i)
+        if problem:
+            skips.add(index.sources[i], problem)
+        else:
+            utterances.append(utterance)
+    return require_usable(utterances, index.total, path, index.skipped + len(skips) - skipped_before, "utterances")
+
+
+def index_utterances(
+    path: str | Path,
+    skips: SkipLog,
+    min_frames_per_char: float | None = None,
+    frame_rate: float | None = None,
+    data_root: str | Path | None = None,
+) -> AudioIndex:
+    """The utterances of a NeMo manifest or a LibriSpeech folder whose line, transcript and
+    audio header are usable (`checks.Checks.entry`), in order; no audio is decoded.
+    Errors and skips as `read_utterances`, except those only decoding finds."""
     if min_frames_per_char is not None and frame_rate is None:
         raise ValueError("min_frames_per_char needs frame_rate (CTC frames per second)")
     path = Path(path)
@@ -111,14 +138,15 @@ def read_utterances(
     if outside:
         raise InputError(f"data path {path} is {outside}")
     kind = detect_format(path)
-    checks = Checks(frame_rate, min_frames_per_char, data_root)
+    index = AudioIndex(Checks(frame_rate, min_frames_per_char, data_root))
     skipped_before = len(skips)
     if kind == "nemo-manifest":
-        manifest = path if path.is_file() else path / MANIFEST_FILE
-        utterances, total = _read_manifest(manifest, skips, checks)
+        _read_manifest(path if path.is_file() else path / MANIFEST_FILE, skips, index)
     else:
-        utterances, total = _read_librispeech(path, skips, checks)
-    return require_usable(utterances, total, path, len(skips) - skipped_before, "utterances")
+        _read_librispeech(path, skips, index)
+    index.skipped = len(skips) - skipped_before
+    require_usable(range(len(index)), index.total, path, index.skipped, "utterances")
+    return index
 
 
 def write_manifest(
@@ -179,17 +207,17 @@ def write_librispeech(
 # --- readers -------------------------------------------------------------------
 
 
-def _read_manifest(manifest: Path, skips: SkipLog, checks: Checks):
-    """(utterances, number of non-blank lines) of one NeMo manifest."""
+def _read_manifest(manifest: Path, skips: SkipLog, index: AudioIndex) -> None:
+    """Index the usable lines of one NeMo manifest (and count its non-blank lines)."""
     folder = manifest.parent
     entries, total = _entries(manifest, skips)
+    index.total += total
     first = entries[0][1] if entries else ""
     if first.lstrip().startswith("["):
         raise InputError(
             f"{manifest} holds a JSON array; a NeMo manifest holds one JSON object per line "
             f'({{"audio_filepath": ..., "duration": ..., "text": ...}})'
         )
-    utterances = []
     for source, line in entries:
         entry, problem = _parse_manifest_line(line)
         if problem:
@@ -198,14 +226,15 @@ def _read_manifest(manifest: Path, skips: SkipLog, checks: Checks):
         audio_path = Path(entry["audio_filepath"])
         if not audio_path.is_absolute():
             audio_path = folder / audio_path
-        utterance, problem = checks.utterance(
-            source, entry["text"], audio_path, entry.get("duration"), entry.get("offset")
-        )
-        if problem:
-            skips.add(source, problem)
-            continue
-        utterances.append(utterance)
-    return utterances, total
+        _add(index, skips, source, entry["text"], audio_path, entry.get("duration"), entry.get("offset"))
+
+
+def _add(index: AudioIndex, skips: SkipLog, source: str, text: str, audio_path: Path, duration, offset) -> None:
+    entry, problem = index.checks.entry(source, text, audio_path, duration, offset)
+    if problem:
+        skips.add(source, problem)
+    else:
+        index.add(entry)
 
 
 def _parse_manifest_line(line: str) -> tuple[dict | None, str | None]:
@@ -230,8 +259,8 @@ def _parse_manifest_line(line: str) -> tuple[dict | None, str | None]:
     return entry, None
 
 
-def _read_librispeech(path: Path, skips: SkipLog, checks: Checks):
-    """(utterances, number of non-blank lines) of every trans.txt at or below `path`."""
+def _read_librispeech(path: Path, skips: SkipLog, index: AudioIndex) -> None:
+    """Index the usable lines of every trans.txt at or below `path` (and count them)."""
     files = [path] if path.is_file() else sorted(path.rglob(f"*{TRANS_SUFFIX}"))
     if path.is_dir():
         splits = sorted({part for f in files for part in f.relative_to(path).parts[:-1]
@@ -240,21 +269,15 @@ def _read_librispeech(path: Path, skips: SkipLog, checks: Checks):
             raise InputError(
                 f"{path} holds several LibriSpeech splits ({', '.join(splits)}); give one of them"
             )
-    utterances, total = [], 0
     for trans in files:
         entries, count = _entries(trans, skips)
-        total += count
+        index.total += count
         for source, line in entries:
             utt_id, *rest = line.split(maxsplit=1)
             audio_path = trans.parent / f"{utt_id}.flac"
             if not audio_path.exists() and (trans.parent / f"{utt_id}.wav").exists():
                 audio_path = trans.parent / f"{utt_id}.wav"
-            utterance, problem = checks.utterance(source, rest[0] if rest else "", audio_path, None, None)
-            if problem:
-                skips.add(source, problem)
-                continue
-            utterances.append(utterance)
-    return utterances, total
+            _add(index, skips, source, rest[0] if rest else "", audio_path, None, None)
 
 
 def _entries(path: Path, skips: SkipLog) -> tuple[list[tuple[str, str]], int]:

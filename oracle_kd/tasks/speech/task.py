@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from oracle_kd.data import Batch, ListDataset, pad_targets
+from oracle_kd.data import Batch, pad_targets
 from oracle_kd.io import InputError
+from oracle_kd.lazy import LazyDataset
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
 from oracle_kd.tasks.spans import pad_label_spans
@@ -91,20 +92,21 @@ class SpeechTask:
         model_cfg = preset_student_config(self.name) if model_cfg is None else model_cfg
         if split is not None:
             return SynthSplit(Path(path), split, augment=train, frames_per_second=frames_per_second(model_cfg))
-        from oracle_kd.tasks.speech.formats import read_utterances
+        from oracle_kd.tasks.speech.formats import index_utterances
 
-        examples, before = [], len(skips)
-        for utt in read_utterances(Path(path), skips, data_root=data_root):  # the CTC length check below uses the exact frame count
-            frames = self.frame_count(len(utt.audio), model_cfg)
-            need = ctc_min_frames(self.tokenizer.encode(utt.text))
-            if need > frames:
-                skips.add(utt.source, f"{len(utt.audio) / SAMPLE_RATE:.2f} s of audio gives {frames} CTC frames, "
-                                      f"the transcript needs {need}")
-                continue
-            examples.append({"audio": utt.audio, "text": utt.text, "source": utt.source})
-        skipped = len(skips) - before  # the reader's own skips and the CTC-infeasible ones
-        require_usable(examples, len(examples) + skipped, path, skipped, "utterances")
-        return ListDataset(examples, augment=train, lengths=[len(e["audio"]) for e in examples])
+        # the CTC length check below uses the exact frame count: of the header's length here,
+        # of the decoded samples again when an utterance is read
+        index, before = index_utterances(Path(path), skips, data_root=data_root), len(skips)
+        rows = []
+        for i in range(len(index)):
+            problem = ctc_problem(model_cfg, index.samples[i], index.texts[i])
+            if problem:
+                skips.add(index.sources[i], problem)
+            else:
+                rows.append(i)
+        skipped = index.skipped + len(skips) - before  # the reader's own skips and the CTC-infeasible ones
+        require_usable(rows, index.total, path, skipped, "utterances")
+        return LazyAudio(index.select(rows) if len(rows) < len(index) else index, model_cfg, augment=train)
 
     def load_inputs(self, paths: list[str], skips: SkipLog) -> list[dict]:
         from oracle_kd.tasks.speech.audio import load_audio
@@ -176,7 +178,7 @@ class SpeechTask:
     def frame_count(self, source_length: int, model_cfg: dict) -> int:
         """CTC frames a model of config `model_cfg` emits for `source_length` audio samples
         (the same derivation as the models' own `frame_count`, on the front end's frames)."""
-        return int(conv_out_length(feature_frames(source_length), frame_stride(model_cfg)))
+        return ctc_frames(source_length, model_cfg)
 
     def score(self, hypotheses: list[str], references: list[str]) -> dict[str, float]:
         import jiwer
@@ -222,6 +224,42 @@ class SpeechTask:
         fit_title(ax, title)
         ax.tick_params(labelsize=6)
         ax.set_yticks([])
+
+
+def ctc_frames(samples: int, model_cfg: dict) -> int:
+    """CTC frames a model of config `model_cfg` emits for `samples` audio samples."""
+    return int(conv_out_length(feature_frames(samples), frame_stride(model_cfg)))
+
+
+def ctc_problem(model_cfg: dict, samples: int, text: str) -> str | None:
+    """Why `samples` of audio are too short for `text` under CTC with a model of `model_cfg`, or None."""
+    frames = ctc_frames(samples, model_cfg)
+    need = ctc_min_frames(SpeechTask.tokenizer.encode(text))
+    if need > frames:
+        return f"{samples / SAMPLE_RATE:.2f} s of audio gives {frames} CTC frames, the transcript needs {need}"
+    return None
+
+
+class LazyAudio(LazyDataset):
+    """A user data set (manifest or LibriSpeech folder) whose audio is decoded when read
+    (see `formats.index_utterances`): the same utterances the eager reader and this
+    task's CTC check give."""
+
+    def __init__(self, index, model_cfg: dict, augment: bool):
+        self.index, self.texts, self.model_cfg, self.augment = index, index.texts, model_cfg, augment
+        self.lengths = index.lengths()  # samples, from the headers: batches of similar length
+
+    def source(self, i: int) -> str:
+        return self.index.sources[i]
+
+    def read(self, i: int):
+        utterance, problem = self.index.load(i)
+        if problem:
+            return None, problem
+        problem = ctc_problem(self.model_cfg, len(utterance.audio), utterance.text)
+        if problem:
+            return None, problem
+        return {"audio": utterance.audio, "text": utterance.text, "source": utterance.source}, None
 
 
 def pad_waveforms(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
