@@ -73,7 +73,7 @@ class TeacherOutputs:
         n = int(self.frames[i])
         if self._since_map > REMAP_BYTES:
             self._map()  # the old map goes with its last reference: rows are returned as copies
-        self._since_map += n * self.values.shape[-1] * (2 + 4 * bool(self.top_k))
+        self._since_map += READ_COST + n * self.values.shape[-1] * (2 + 4 * bool(self.top_k))
         values = np.asarray(self._rows(self.values, i, n), dtype=np.float32)
         if not self.top_k:
             return values, n
@@ -84,7 +84,8 @@ class TeacherOutputs:
         return dense, n
 
 
-REMAP_BYTES = 64 << 20  # bytes read before a reader maps the store's files anew (see TeacherOutputs)
+REMAP_BYTES = 32 << 20  # bytes mapped in by reads before a reader maps the store's files anew (see TeacherOutputs)
+READ_COST = 64 << 10  # what Linux may map around a read's page fault besides the row (see scene_text.lmdb_reader)
 RAGGED = "ragged"  # meta.json "layout": each example's frames follow the previous example's, no padding
 VALUES, INDICES = "log_probs.bin", "indices.bin"  # raw float16 and int32 arrays (frames in all, width)
 

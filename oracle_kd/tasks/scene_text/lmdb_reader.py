@@ -8,7 +8,7 @@ LMDB memory-maps its file. Two consequences shape this module:
   closed. Over an epoch that is the whole file, in every process that reads it.
   The kernel could drop those pages, but the figures users watch (and limits
   such as cgroups' memory accounting) count them, so readers here close and
-  reopen the map every REOPEN_BYTES of values read.
+  reopen the map once their reads may have mapped in REOPEN_BYTES.
 """
 
 from __future__ import annotations
@@ -23,8 +23,11 @@ import lmdb
 
 from oracle_kd.io import InputError
 
-REOPEN_BYTES = 64 << 20  # values read (plus a page per read) before the map is closed and reopened
-PAGE = 4096  # bytes; a read touches at least the leaf page that holds its key
+REOPEN_BYTES = 32 << 20  # bytes mapped in by reads (see READ_COST) before the map is closed and reopened
+# Linux maps up to 16 neighbouring pages on each page fault of a file mapping when they are in the page
+# cache ("fault-around", 64 KiB by default), and a read faults on its key's leaf page and on its value's
+# pages, which lie apart: a read in random order can add this much to the resident set, besides its value.
+READ_COST = 2 * (64 << 10)
 
 # The walk reopens the map as readers do, so that the checking process's resident
 # set stays bounded too; it resumes at the first key after the last one walked.
@@ -41,7 +44,7 @@ while True:
             more = cursor.next()
         while more and walked < window:
             key, value = cursor.item()
-            walked += len(key) + len(value) + 4096
+            walked += len(key) + len(value) + 4096  # in key order: neighbouring pages are this walk's next ones
             after = key
             more = cursor.next()
     env.close()
@@ -80,7 +83,7 @@ class LmdbReader:
             self._env, self._pid, self._since_open = open_env(self.folder), os.getpid(), 0
         with self._env.begin() as txn:
             value = txn.get(key)
-        self._since_open += PAGE + (len(value) if value is not None else 0)
+        self._since_open += READ_COST + (len(value) if value is not None else 0)
         return value
 
     def close(self) -> None:
