@@ -224,3 +224,15 @@ def test_lmdb_readers_reopen_the_map_and_still_read_every_value(tmp_path, monkey
     monkeypatch.setattr(lmdb_reader, "REOPEN_BYTES", 1)  # reopen after every read, and walk one key at a time
     after = read_examples(folder, quiet())
     assert [np.array_equal(a.image, b.image) for a, b in zip(before, after)] == [True] * 6
+
+
+def test_corpus_error_rates_scored_in_chunks_equal_jiwers():
+    import jiwer
+
+    from oracle_kd.tasks.base import corpus_error_rate
+
+    rng = np.random.default_rng(0)
+    refs = ["".join(rng.choice(list("ab c"), size=rng.integers(1, 12))).strip() or "a" for _ in range(300)]
+    hyps = ["".join(rng.choice(list("ab c"), size=rng.integers(0, 12))) for _ in range(300)]
+    assert corpus_error_rate(jiwer.process_words, refs, hyps, chunk=7) == pytest.approx(jiwer.wer(refs, hyps))
+    assert corpus_error_rate(jiwer.process_characters, refs, hyps, chunk=7) == pytest.approx(jiwer.cer(refs, hyps))

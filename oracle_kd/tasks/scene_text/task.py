@@ -13,7 +13,7 @@ from torch.utils.data import Dataset
 from oracle_kd.data import Batch, pad_targets
 from oracle_kd.lazy import LazyDataset
 from oracle_kd.skips import SkipLog, require_usable
-from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
+from oracle_kd.tasks.base import ExportSpec, MetricSpec, corpus_error_rate, preset_student_config
 from oracle_kd.tasks.scene_text.images import CHARSET, IMAGE_HEIGHT, IMAGE_WIDTH, normalize_label
 from oracle_kd.tasks.scene_text.models import conv_config, frame_count, width_stride
 from oracle_kd.tasks.spans import pad_label_spans
@@ -145,7 +145,7 @@ class SceneTextTask:
         hyps = [normalize_label(h) for h in hypotheses]
         refs = [normalize_label(r) for r in references]
         accuracy = sum(h == r for h, r in zip(hyps, refs)) / len(refs)
-        return {"word_accuracy": accuracy, "cer": float(jiwer.cer(refs, hyps))}
+        return {"word_accuracy": accuracy, "cer": corpus_error_rate(jiwer.process_characters, refs, hyps)}
 
     def example_errors(self, hypotheses: list[str], references: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(1.0 per wrong word after normalize_label, else 0.0; 1.0 each): 1 - word accuracy."""

@@ -14,7 +14,7 @@ from oracle_kd.data import Batch, pad_targets
 from oracle_kd.io import InputError
 from oracle_kd.lazy import LazyDataset
 from oracle_kd.skips import SkipLog, require_usable
-from oracle_kd.tasks.base import ExportSpec, MetricSpec, preset_student_config
+from oracle_kd.tasks.base import ExportSpec, MetricSpec, corpus_error_rate, preset_student_config
 from oracle_kd.tasks.spans import pad_label_spans
 from oracle_kd.tasks.speech.audio import (HOP_LENGTH, LOG_FLOOR, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH, LogMel,
                                           feature_frames, spec_augment)
@@ -186,7 +186,8 @@ class SpeechTask:
         if not references:
             return dict(self.metrics.blank_score)
         hyps = [h.strip() for h in hypotheses]
-        return {"wer": float(jiwer.wer(references, hyps)), "cer": float(jiwer.cer(references, hyps))}
+        return {"wer": corpus_error_rate(jiwer.process_words, references, hyps),
+                "cer": corpus_error_rate(jiwer.process_characters, references, hyps)}
 
     def example_errors(self, hypotheses: list[str], references: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(word edits, reference words) per utterance, from the alignment jiwer scores the
