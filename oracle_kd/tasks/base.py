@@ -79,7 +79,9 @@ class Task(Protocol):
         share the frame rate): it sets the frame count that user examples are checked
         against for CTC and the frame units of label spans. None: the student config of the
         task's `quick` preset. `data_root`: every file a user data set names must lie inside
-        this folder (the others are skipped; `safety.confine`)."""
+        this folder (the others are skipped; `safety.confine`). A user data set too large for
+        memory may be a `lazy.LazyDataset`: its examples are decoded when read, and one found
+        unusable then is a skip marker, which the core's loaders drop and list."""
 
     def example_inputs(self, n: int) -> list[dict]:
         """`n` synthetic unlabelled examples (export tracing, benchmarks)."""
