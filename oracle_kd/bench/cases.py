@@ -148,8 +148,8 @@ def decoding_cases(task, models: dict, ar_cfg: dict, examples: list[dict]) -> li
         return {"mean_output_tokens": float(np.mean([len(o) for o in outputs])) if outputs else 0.0}
 
     beam = int(ar_cfg.get("beam", 4))
-    return [("student_ctc_greedy", nat, tokens(nat)), ("autoregressive_greedy", ar(1), tokens(ar(1))),
-            (f"autoregressive_beam{beam}", ar(beam), tokens(ar(beam)))]
+    decoders = {"student_ctc_greedy": nat, "autoregressive_greedy": ar(1), f"autoregressive_beam{beam}": ar(beam)}
+    return [(name, fn, tokens(fn)) for name, fn in decoders.items()]
 
 
 def student_inference(task, model, examples: list[dict]):

@@ -216,7 +216,7 @@ class TranslationTask:
         return corpus_bleu(np.asarray(sums)[..., :BLEU_COLUMNS])
 
     # every metric the paired bootstrap can score from `example_stats` (results.json's per-metric bootstraps)
-    corpus_scores = {"bleu": lambda sums: corpus_bleu(np.asarray(sums)[..., :BLEU_COLUMNS]),
+    corpus_scores = {"bleu": corpus_score,
                      "chrf": lambda sums: corpus_chrf(np.asarray(sums)[..., BLEU_COLUMNS:BLEU_COLUMNS + CHRF_COLUMNS])}
     stats_columns = {"bleu": BLEU_COLUMNS, "chrf": BLEU_COLUMNS + CHRF_COLUMNS}  # columns each metric needs
 
