@@ -104,6 +104,61 @@ def test_offset_selects_a_segment_of_a_longer_file(tmp_path):
     assert [len(u.audio) for u in utterances] == [6400, 8000]
 
 
+def test_a_segment_is_the_slice_of_its_file(tmp_path):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE).astype(np.float32)
+    soundfile.write(tmp_path / "long.flac", noise, SAMPLE_RATE)
+    manifest = write_lines(tmp_path / "m.jsonl", [
+        entry("long.flac", "second", offset=0.25, duration=0.5),
+        entry("long.flac", "last", offset=0.8),  # to the end of the file
+    ])
+    middle, tail = read_utterances(manifest, quiet())
+    whole = soundfile.read(tmp_path / "long.flac", dtype="float32")[0]
+    np.testing.assert_array_equal(middle.audio, whole[4000:12000])
+    np.testing.assert_array_equal(tail.audio, whole[12800:])
+
+
+def test_a_resampled_segment_matches_the_resampled_file_away_from_its_edges(tmp_path):
+    soundfile.write(tmp_path / "slow.wav", tone(1.0, sr=8000), 8000)
+    manifest = write_lines(tmp_path / "m.jsonl", [entry("slow.wav", "hello", offset=0.3, duration=0.4)])
+    (utterance,) = read_utterances(manifest, quiet())
+    assert len(utterance.audio) == 6400  # round(0.7 * 16000) - round(0.3 * 16000)
+    whole = read_utterances(write_lines(tmp_path / "w.jsonl", [entry("slow.wav", "hello")]), quiet())[0].audio
+    np.testing.assert_allclose(utterance.audio[200:-200], whole[4800 + 200:11200 - 200], atol=1e-3)
+
+
+def test_segments_are_limited_by_their_own_size_not_their_file(tmp_path, monkeypatch):
+    import oracle_kd.tasks.speech.audio as audio
+
+    monkeypatch.setattr(audio, "MAX_SAMPLES", 10_000)  # the 1 s file has 16,000
+    soundfile.write(tmp_path / "long.wav", tone(1.0), SAMPLE_RATE)
+    manifest = write_lines(tmp_path / "m.jsonl", [
+        entry("long.wav", "segment", offset=0.1, duration=0.5),
+        entry("long.wav", "whole"),
+        entry("long.wav", "too long a segment", offset=0.0, duration=0.9),
+    ])
+    skips = quiet()
+    assert [u.text for u in read_utterances(manifest, skips)] == ["segment"]
+    assert [s.source for s in skips.items] == [f"{manifest}:2", f"{manifest}:3"]
+    assert all("more than the limit of 10,000 samples" in s.reason for s in skips.items)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("cut.wav", "segment 0.60-0.90 s lies beyond the end of the audio (0.50 s)"),  # libsndfile counts what is there
+    ("cut.flac", "truncated or corrupt audio"),  # the header still declares 1 s
+])
+def test_a_segment_a_truncated_file_cannot_give_is_skipped_with_its_reason(tmp_path, name, reason):
+    noise = np.random.default_rng(0).uniform(-0.5, 0.5, SAMPLE_RATE).astype(np.float32)
+    buffer = io.BytesIO()
+    soundfile.write(buffer, noise, SAMPLE_RATE, format=name.split(".")[1].upper())
+    data = buffer.getvalue()
+    (tmp_path / name).write_bytes(data[: 44 + 2 * 8000] if name.endswith("wav") else data[: len(data) // 2])
+    soundfile.write(tmp_path / "good.wav", tone(0.5), SAMPLE_RATE)
+    manifest = write_lines(tmp_path / "m.jsonl", [entry(text="first"), entry(name, "late", offset=0.6, duration=0.3)])
+    skips = quiet()
+    assert [u.text for u in read_utterances(manifest, skips)] == ["first"]
+    assert reason in skips.items[0].reason and skips.items[0].source == f"{manifest}:2"
+
+
 def test_rounded_manifest_durations_are_accepted(tmp_path):
     manifest = write_manifest(tmp_path, [tone(0.5)], ["hello"])
     line = json.loads(manifest.read_text())

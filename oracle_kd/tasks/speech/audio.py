@@ -9,6 +9,7 @@ tests check them against librosa, which is not needed at runtime.
 
 from __future__ import annotations
 
+import math
 import struct
 import warnings
 from pathlib import Path
@@ -62,16 +63,60 @@ def load_audio(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
-def read_header(path: str | Path) -> tuple[int, int]:
+def read_header(path: str | Path, whole: bool = True) -> tuple[int, int]:
     """(samples per channel the header declares, sample rate) of an audio file, after the
-    checks `load_audio` makes before decoding (same errors); no sample is decoded."""
+    checks `load_audio` makes before decoding (same errors; with `whole` false, the file's
+    size is not checked: `load_segment` checks the segment's); no sample is decoded."""
     file, size = open_audio(path)
     with file:
         if size == 0:
             raise ValueError("empty audio file (0 bytes)")
         with open_sound(file) as f:
-            _check_size(f.frames, f.samplerate, f.channels)
+            if whole:
+                _check_size(f.frames, f.samplerate, f.channels)
             return f.frames, f.samplerate
+
+
+def load_segment(path: str | Path, start: float, end: float | None) -> np.ndarray:
+    """Seconds `start` .. `end` (None: the end of the file) of an audio file, as `load_audio`
+    gives them, decoding only that part: a manifest's segments of an hour-long recording
+    cost their own length, not the recording's. The segment is
+    `round(start * SAMPLE_RATE)` .. `round(end * SAMPLE_RATE)` at 16 kHz; another rate is
+    resampled from the source samples that cover it (edges may differ from resampling the
+    whole file by the resampler's few-sample transient). Raises `load_audio`'s errors, for
+    the segment: a segment the file holds fewer samples of than its header promises is
+    truncated audio."""
+    file, size = open_audio(path)
+    with file:
+        if size == 0:
+            raise ValueError("empty audio file (0 bytes)")
+        with open_sound(file) as f:
+            rate, declared, channels = f.samplerate, f.frames, f.channels
+            native = rate == SAMPLE_RATE  # else the source samples around the segment, trimmed when resampled
+            first = round(start * rate) if native else math.floor(start * rate)
+            last = declared if end is None else min(declared, round(end * rate) if native else math.ceil(end * rate))
+            if first >= last:
+                raise ValueError(f"segment {start:g}-{end if end is not None else declared / rate:g} s "
+                                 f"holds no samples (the audio is {declared / rate:.2f} s long)")
+            _check_size(last - first, rate, channels)
+            try:
+                f.seek(first)
+                data = f.read(frames=last - first, dtype="float32", always_2d=True)
+            except (soundfile.SoundFileError, RuntimeError) as e:
+                reason = _libsndfile_reason(e)
+                raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
+    if len(data) < last - first:
+        raise ValueError(f"truncated audio: the header declares {declared} samples, the file holds "
+                         f"{first + len(data)}")
+    if not np.isfinite(data).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if rate != SAMPLE_RATE:
+        audio = soxr.resample(audio, rate, SAMPLE_RATE)
+        skip = round(start * SAMPLE_RATE) - round(first * SAMPLE_RATE / rate)  # the rounding of `first`
+        stop = round(declared * SAMPLE_RATE / rate) if end is None else round(end * SAMPLE_RATE)
+        audio = audio[max(skip, 0): max(skip, 0) + stop - round(start * SAMPLE_RATE)]
+    return np.ascontiguousarray(audio, dtype=np.float32)
 
 
 def open_audio(path: str | Path, limit: int | None = None):

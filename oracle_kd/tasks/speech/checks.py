@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from oracle_kd.safety import confine
-from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio, read_header
+from oracle_kd.tasks.speech.audio import SAMPLE_RATE, load_audio, load_segment, read_header
 
 SILENT_PEAK = 1e-4  # peak amplitude (full scale 1.0) below which audio is silent: -80 dBFS
 DURATION_SLACK_SECONDS = 0.5  # a manifest duration further off than this is wrong...
@@ -97,7 +97,8 @@ class Checks:
     file's header only (for an index built before any audio is decoded), `audio` decodes
     the samples and checks them (when the utterance is read, in a loader worker). The
     last file's header and samples are kept (segments of one long file follow each other
-    in manifests with offsets), but not pickled."""
+    in manifests with offsets: their headers are read once), but not pickled; a segment
+    decodes only its own samples."""
 
     def __init__(self, frame_rate: float | None, min_frames_per_char: float | None, data_root: Path | None = None):
         self.frame_rate, self.min_frames_per_char = frame_rate, min_frames_per_char
@@ -125,7 +126,7 @@ class Checks:
         outside = confine(audio_path, self.data_root)
         if outside:
             return None, f"audio path is {outside}: {audio_path}"
-        header, problem = self._cached(_header, audio_path)
+        header, problem = self._cached(_header if offset is None else _segment_header, audio_path)
         if problem:
             return None, f"{problem}: {audio_path}"
         declared, rate = header
@@ -149,17 +150,16 @@ class Checks:
 
     def audio(self, entry: Entry) -> tuple[Utterance | None, str | None]:
         """`entry` with its samples decoded, or the reason they are not usable."""
-        audio, problem = self._cached(_load, entry.path)
+        if entry.offset is None:
+            audio, problem = self._cached(_load, entry.path)
+            duration = entry.duration
+        else:  # only the segment is decoded (the header's bounds were checked by `entry`)
+            end = None if entry.duration is None else entry.offset + entry.duration
+            audio, problem = _reading(lambda path: load_segment(path, entry.offset, end), entry.path)
+            duration = None
         if problem:
             return None, f"{problem}: {entry.path}"
-        seconds, duration = len(audio) / SAMPLE_RATE, entry.duration
-        if entry.offset is not None:
-            problem = _segment_problem(entry.offset, duration, seconds, entry.path)
-            if problem:
-                return None, problem
-            end = seconds if duration is None else entry.offset + duration
-            audio = audio[int(round(entry.offset * SAMPLE_RATE)) : int(round(end * SAMPLE_RATE))]
-            seconds, duration = len(audio) / SAMPLE_RATE, None
+        seconds = len(audio) / SAMPLE_RATE
         problem = _silence(audio) or _duration_mismatch(duration, seconds)
         if problem:
             return None, f"{problem}: {entry.path}"
@@ -197,6 +197,11 @@ def _load(path: Path) -> tuple[np.ndarray | None, str | None]:
 
 def _header(path: Path) -> tuple[tuple[int, int] | None, str | None]:
     return _reading(read_header, path)
+
+
+def _segment_header(path: Path) -> tuple[tuple[int, int] | None, str | None]:
+    """The header of a file read by segments: its own size is not limited, a segment's is."""
+    return _reading(lambda p: read_header(p, whole=False), path)
 
 
 def _reading(read, path: Path):
