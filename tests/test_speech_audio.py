@@ -118,6 +118,18 @@ def test_a_sine_peaks_in_the_mel_bin_of_its_frequency():
         assert edges[peak] < freq < edges[peak + 2]  # inside the peak filter's triangle
 
 
+def test_the_exported_graphs_dft_convolution_is_the_stft_power_spectrum():
+    from oracle_kd.tasks.speech.audio import dft_power_spectrum
+
+    frontend = LogMel()
+    for n in (1, 159, 160, 8000, 8161):  # frame counts 1 + n // 160 on both sides of a hop
+        wave = torch.from_numpy(chirp(n / SAMPLE_RATE))[None] if n > 1 else torch.ones(1, 1)
+        expected = frontend._power_spectrum(wave)
+        found = dft_power_spectrum(wave, frontend.window)
+        assert found.shape == expected.shape == (1, 257, 1 + n // 160)
+        np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=1e-3, atol=1e-4 * float(expected.max()))
+
+
 @pytest.mark.filterwarnings("ignore")  # the TorchScript exporter's deprecation notices
 def test_front_end_exports_to_onnx_and_agrees(tmp_path):
     ort = pytest.importorskip("onnxruntime")
