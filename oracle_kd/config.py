@@ -257,12 +257,22 @@ def grid_point(terms: list[KDTerm], train: TrainConfig, point: dict) -> tuple[li
 
 
 def load_preset(task: str, preset: str) -> dict:
-    """The preset `preset` of `task` from oracle_kd/presets/<task>.yaml; `defaults` merged under it."""
+    """The preset `preset` of `task` from oracle_kd/presets/<task>.yaml; `defaults` merged under it.
+    A teacher or arm set to null (`student_kd_oracle: null`) is one of the defaults' left out."""
     text = resources.files("oracle_kd").joinpath("presets", f"{task}.yaml").read_text()
     presets = yaml.safe_load(text)
     if preset not in presets:
         raise InputError(f"unknown preset {preset!r} for task {task}: choose from {', '.join(k for k in presets if k != 'defaults')}")
-    return deep_merge(presets.get("defaults", {}), presets[preset])
+    return merge_preset(presets, preset)
+
+
+def merge_preset(presets: dict, preset: str) -> dict:
+    """`presets[preset]` over `presets["defaults"]`, without the teachers and arms it sets to null."""
+    cfg = deep_merge(presets.get("defaults", {}), presets[preset])
+    for section in ("teachers", "arms"):
+        if isinstance(cfg.get(section), dict):
+            cfg[section] = {name: spec for name, spec in cfg[section].items() if spec is not None}
+    return cfg
 
 
 def apply_overrides(cfg: dict, overrides: list[str] | None) -> dict:

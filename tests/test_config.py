@@ -2,7 +2,7 @@
 
 import pytest
 
-from oracle_kd.config import apply_overrides, load_preset
+from oracle_kd.config import apply_overrides, load_preset, merge_preset
 from oracle_kd.io import InputError
 
 
@@ -85,3 +85,17 @@ def test_the_command_line_and_the_library_share_the_kd_defaults(tmp_path):
                                       "--teacher", str(tmp_path / "t.safetensors")])
     [term] = kd_terms(args)
     assert (term.tau, term.weight, term.method) == (KDTerm.tau, KDTerm.weight, "frame")
+
+
+def test_a_preset_leaves_out_the_defaults_teachers_and_arms_it_sets_to_null():
+    presets = {
+        "defaults": {"teachers": {"conventional": {"model": "c"}, "oracle": {"model": "o"}},
+                     "arms": {"student_ctc": {}, "student_kd_oracle": {"kd": [{"teacher": "oracle"}]}},
+                     "train": {"student": {"lr": 0.003}}},
+        "lean": {"teachers": {"oracle": None}, "arms": {"student_kd_oracle": None}, "train": {"student": {"lr": None}}},
+    }
+    cfg = merge_preset(presets, "lean")
+    assert cfg["teachers"] == {"conventional": {"model": "c"}}
+    assert cfg["arms"] == {"student_ctc": {}}
+    assert cfg["train"] == {"student": {"lr": None}}  # only teachers and arms are left out; the rest is a value
+    assert presets["defaults"]["arms"]["student_kd_oracle"]  # the defaults themselves are untouched
