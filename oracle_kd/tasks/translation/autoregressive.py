@@ -88,58 +88,149 @@ class AutoregressiveTransformer(nn.Module):
     @torch.no_grad()
     def generate(self, sources, source_lengths, beam: int | None = None) -> list[list[int]]:
         """Label ids of each source's best translation by beam search (score: mean log-probability
-        per token, EOS included, so that long outputs are not penalized for their length)."""
+        per token, EOS included, so that long outputs are not penalized for their length).
+
+        Each step decodes one new position per hypothesis over cached keys and values, and a
+        sentence leaves the batch when its search is done. The longest output is the limit
+        max_ratio x the batch's longest source + 10; a sentence with no ending by then gives its
+        best live hypothesis."""
         beam = beam or self.cfg.beam
         memory, memory_pad = self.encode(sources, source_lengths)
-        batch = sources.shape[0]
+        batch, device = sources.shape[0], sources.device
         limit = int(self.cfg.max_ratio * int(source_lengths.max()) + 10)
-        memory, memory_pad = memory.repeat_interleave(beam, 0), memory_pad.repeat_interleave(beam, 0)
-        prefix = torch.full((batch * beam, 1), self.bos, dtype=torch.long, device=sources.device)
-        scores = torch.zeros(batch, beam, device=sources.device)
+        positions = sinusoids(limit, self.cfg.d_model, device)
+        cache = self.start_cache(memory, memory_pad, beam)
+        # the live sentences: their index in the batch, and per hypothesis (row = sentence x beam
+        # + slot, slots best first) its summed log-probability, its labels and its last token
+        sentence = torch.arange(batch, device=device)
+        scores = torch.zeros(batch, beam, device=device)
         scores[:, 1:] = -math.inf  # the beams start as one hypothesis
-        finished = [[] for _ in range(batch)]  # (score, ids)
-        alive = torch.ones(batch, dtype=torch.bool, device=sources.device)
-        for step in range(limit):
-            log_probs = self.next_log_probs(memory, memory_pad, prefix)[:, -1]  # (batch * beam, classes)
+        tokens = torch.zeros(batch * beam, 0, dtype=torch.long, device=device)
+        last = torch.full((batch * beam,), self.bos, dtype=torch.long, device=device)
+        # each sentence's best ended hypothesis: per-token score (float64, as the scores were
+        # compared when they were Python floats), labels and length
+        ended_score = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
+        ended = torch.zeros(batch, limit, dtype=torch.long, device=device)
+        ended_length = torch.zeros(batch, dtype=torch.long, device=device)
+        rank = torch.arange(2 * beam, device=device)
+        for step in range(limit):  # the new hypotheses have step + 1 tokens (EOS included)
+            log_probs = self.decode_step(last, positions[step], cache)  # (rows, classes)
             log_probs[:, PAD] = log_probs[:, self.bos] = -math.inf
-            total = (scores.reshape(-1, 1) + log_probs).reshape(batch, -1)  # (batch, beam * classes)
-            best, index = total.topk(2 * beam, dim=1)
-            origin, token = index // log_probs.shape[1], index % log_probs.shape[1]
-            new_scores = torch.full_like(scores, -math.inf)
-            new_prefix = prefix.new_zeros(batch, beam, prefix.shape[1] + 1)
-            for b in range(batch):
-                kept = 0
-                for rank, (score, o, t) in enumerate(zip(best[b].tolist(), origin[b].tolist(), token[b].tolist())):
-                    if not alive[b] or kept == beam or score == -math.inf:
-                        break
-                    ids = prefix[b * beam + o, 1:].tolist()
-                    if t == self.eos:  # an ending counts only among the best `beam` candidates (as fairseq)
-                        if rank < beam:
-                            finished[b].append((score / (len(ids) + 1), ids))
-                        continue
-                    new_prefix[b, kept, :-1], new_prefix[b, kept, -1] = prefix[b * beam + o], t
-                    new_scores[b, kept] = score
-                    kept += 1
-                # done when an ended hypothesis beats every live one on the same per-token score
-                # (stopping after `beam` endings instead keeps short early endings: numbers lost 30 %)
-                if finished[b] and kept and max(f for f, _ in finished[b]) >= \
-                        float(new_scores[b, :kept].max()) / prefix.shape[1]:
-                    alive[b] = False
-                if not kept:
-                    alive[b] = False
-            # a beam left empty (or a finished sentence's) holds BOS only: all-padding rows would
-            # make attention NaN, and topk ranks NaN above every real score
-            new_prefix[new_scores == -math.inf] = self.bos
-            prefix, scores = new_prefix.reshape(batch * beam, -1), new_scores
-            if not alive.any():
+            classes, live = log_probs.shape[1], len(sentence)
+            total = (scores.reshape(-1, 1) + log_probs).reshape(live, beam * classes)
+            best, index = total.topk(2 * beam, dim=1)  # (live, 2 beam), best first
+            origin, token = index // classes, index % classes
+            real = best > -math.inf
+            # an ending counts only among the best `beam` candidates (as fairseq); of the others,
+            # the best `beam` go on
+            ending = real & (token == self.eos) & (rank < beam)
+            going = real & (token != self.eos)
+            going &= going.cumsum(1) <= beam
+
+            per_token = torch.where(ending, best.double() / (step + 1), -math.inf)
+            first = per_token.argmax(1)  # among equal endings the best ranked, and (strict >) the earliest
+            better = (per_token.gather(1, first[:, None])[:, 0] > ended_score[sentence]).nonzero()[:, 0]
+            if len(better):
+                ended_score[sentence[better]] = per_token[better, first[better]]
+                ended[sentence[better], :step] = tokens[better * beam + origin[better, first[better]]]
+                ended_length[sentence[better]] = step
+
+            slot = (~going).to(torch.uint8).sort(dim=1, stable=True).indices[:, :beam]  # going ones first, by rank
+            scores = torch.where(going.gather(1, slot), best.gather(1, slot), -math.inf)
+            origin, token = origin.gather(1, slot), token.gather(1, slot)
+            # done when an ended hypothesis beats every live one on the same per-token score
+            # (stopping after `beam` endings instead keeps short early endings: numbers lost 30 %);
+            # done too with no hypothesis left going (score -inf; labels then: its ending's or none)
+            done = ended_score[sentence] >= scores[:, 0].double() / (step + 1)
+            keep = (~done).nonzero()[:, 0]
+            if step == limit - 1:  # no ending within the limit: the best live hypothesis
+                keep = torch.arange(live, device=device)
+            rows = (keep[:, None] * beam + origin[keep]).reshape(-1)
+            tokens = torch.cat([tokens.index_select(0, rows), token[keep].reshape(-1, 1)], 1)
+            cache.select(rows, keep if len(keep) < live else None)
+            sentence, scores, last = sentence[keep], scores[keep], token[keep].reshape(-1)
+            if not len(sentence):
                 break
-        out = []
-        for b in range(batch):
-            if not finished[b]:  # no EOS within the limit: the best live hypothesis
-                k = int(scores[b].argmax())
-                finished[b].append((0.0, prefix[b * beam + k, 1:].tolist()))
-            out.append(max(finished[b], key=lambda pair: pair[0])[1])
+        out = [ids[:length] for ids, length in zip(ended.tolist(), ended_length.tolist())]
+        for b, ids in zip(sentence.tolist(), tokens[::beam].tolist()):  # still live at the limit
+            if ended_score[b] == -math.inf:
+                out[b] = ids
         return out
+
+    def start_cache(self, memory, memory_pad, beam: int) -> DecoderCache:
+        """The cache of `beam` hypotheses of each memory row, before their first position."""
+        batch, d, heads = memory.shape[0], self.cfg.d_model, self.cfg.heads
+        empty = memory.new_zeros(batch * beam, heads, 0, d // heads)
+        cache = DecoderCache([empty] * len(self.decoder.layers), [empty] * len(self.decoder.layers), [], [],
+                             memory_pad)
+        for layer in self.decoder.layers:
+            attention = layer.multihead_attn
+            keys, values = nn.functional.linear(memory, attention.in_proj_weight[d:],
+                                                attention.in_proj_bias[d:]).chunk(2, -1)
+            cache.memory_keys.append(split_heads(keys, heads))
+            cache.memory_values.append(split_heads(values, heads))
+        return cache
+
+    def decode_step(self, tokens, position, cache: DecoderCache):
+        """(rows, classes) log-probabilities of the next token of each row, whose prefix ends with
+        `tokens` (rows,) at `position` (its sinusoid, (d_model,)): next_log_probs' last position,
+        computed over the earlier positions' keys and values in `cache`, which gains this one's.
+
+        The decoder layers' pre-norm forward (nn.TransformerDecoderLayer, norm_first) written out
+        with their own submodules, so that checkpoints keep their parameters' names."""
+        d, heads = self.cfg.d_model, self.cfg.heads
+        rows, sentences = tokens.shape[0], cache.memory_pad.shape[0]
+        x = self.drop(self.target_embedding(tokens) * math.sqrt(d) + position)[:, None]  # (rows, 1, d_model)
+        for i, layer in enumerate(self.decoder.layers):
+            attention = layer.self_attn
+            q, k, v = nn.functional.linear(layer.norm1(x), attention.in_proj_weight,
+                                           attention.in_proj_bias).chunk(3, -1)
+            cache.keys[i] = torch.cat([cache.keys[i], split_heads(k, heads)], 2)
+            cache.values[i] = torch.cat([cache.values[i], split_heads(v, heads)], 2)
+            attended = nn.functional.scaled_dot_product_attention(  # every earlier position: no mask
+                split_heads(q, heads), cache.keys[i], cache.values[i],
+                dropout_p=attention.dropout if self.training else 0.0)
+            x = x + layer.dropout1(attention.out_proj(attended.transpose(1, 2).reshape(rows, 1, d)))
+
+            attention = layer.multihead_attn  # a sentence's hypotheses are queries of one memory
+            q = nn.functional.linear(layer.norm2(x), attention.in_proj_weight[:d], attention.in_proj_bias[:d])
+            attended = nn.functional.scaled_dot_product_attention(
+                split_heads(q.reshape(sentences, -1, d), heads), cache.memory_keys[i], cache.memory_values[i],
+                attn_mask=~cache.memory_pad[:, None, None, :], dropout_p=attention.dropout if self.training else 0.0)
+            x = x + layer.dropout2(attention.out_proj(attended.transpose(1, 2).reshape(rows, 1, d)))
+
+            ff = layer.linear2(layer.dropout(layer.activation(layer.linear1(layer.norm3(x)))))
+            x = x + layer.dropout3(ff)
+        return self.head(self.decoder.norm(x[:, 0])).log_softmax(-1)
+
+
+@dataclass
+class DecoderCache:
+    """What a decoder step reads besides its new tokens, per decoder layer: the self-attention
+    keys and values of the earlier positions, (rows, heads, positions, head size), and the
+    cross-attention keys and values of the memory, (sentences, heads, source tokens, head size),
+    computed once and shared by a sentence's rows (row = sentence x beam + slot)."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    memory_keys: list[torch.Tensor]
+    memory_values: list[torch.Tensor]
+    memory_pad: torch.Tensor  # (sentences, source tokens), True at padding
+
+    def select(self, rows, sentences=None) -> None:
+        """Keep `rows` (the hypotheses going on, in their new order) of `sentences` (None: all)."""
+        # index_select: on CPU several times faster than indexing (k[rows]) for these copies
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        if sentences is not None:
+            self.memory_keys = [k.index_select(0, sentences) for k in self.memory_keys]
+            self.memory_values = [v.index_select(0, sentences) for v in self.memory_values]
+            self.memory_pad = self.memory_pad.index_select(0, sentences)
+
+
+def split_heads(x, heads: int):
+    """(batch, length, d_model) -> (batch, heads, length, d_model / heads)."""
+    return x.reshape(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
 
 
 def build_autoregressive(cfg: dict, source_size: int, num_classes: int) -> AutoregressiveTransformer:
