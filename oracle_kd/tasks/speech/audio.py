@@ -54,12 +54,7 @@ def load_audio(path: str | Path) -> np.ndarray:
         )
     if len(data) == 0:
         raise ValueError("empty audio (0 samples)")
-    if not np.isfinite(data).all():
-        raise ValueError("audio holds NaN or infinite samples")
-    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
-    if rate != SAMPLE_RATE:
-        audio = soxr.resample(audio, rate, SAMPLE_RATE)
-    return np.ascontiguousarray(audio, dtype=np.float32)
+    return np.ascontiguousarray(_mono_16k(data, rate), dtype=np.float32)
 
 
 def read_header(path: str | Path, whole: bool = True) -> tuple[int, int]:
@@ -98,20 +93,12 @@ def load_segment(path: str | Path, start: float, end: float | None) -> np.ndarra
                 raise ValueError(f"segment {start:g}-{end if end is not None else declared / rate:g} s "
                                  f"holds no samples (the audio is {declared / rate:.2f} s long)")
             _check_size(last - first, rate, channels)
-            try:
-                f.seek(first)
-                data = f.read(frames=last - first, dtype="float32", always_2d=True)
-            except (soundfile.SoundFileError, RuntimeError) as e:
-                reason = _libsndfile_reason(e)
-                raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
+            data = _read(f, first, last - first)
     if len(data) < last - first:
         raise ValueError(f"truncated audio: the header declares {declared} samples, the file holds "
                          f"{first + len(data)}")
-    if not np.isfinite(data).all():
-        raise ValueError("audio holds NaN or infinite samples")
-    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    audio = _mono_16k(data, rate)
     if rate != SAMPLE_RATE:
-        audio = soxr.resample(audio, rate, SAMPLE_RATE)
         skip = round(start * SAMPLE_RATE) - round(first * SAMPLE_RATE / rate)  # the rounding of `first`
         stop = round(declared * SAMPLE_RATE / rate) if end is None else round(end * SAMPLE_RATE)
         audio = audio[max(skip, 0): max(skip, 0) + stop - round(start * SAMPLE_RATE)]
@@ -151,12 +138,26 @@ def _decode(file) -> tuple[np.ndarray, int, int]:
     with open_sound(file) as f:
         declared, rate = f.frames, f.samplerate
         _check_size(declared, rate, f.channels)
-        try:
-            data = f.read(frames=declared, dtype="float32", always_2d=True)  # (samples, channels)
-        except (soundfile.SoundFileError, RuntimeError) as e:
-            reason = _libsndfile_reason(e)
-            raise ValueError(f"truncated or corrupt audio: decoding failed ({reason})") from None
+        data = _read(f, 0, declared)
     return data, declared, rate
+
+
+def _read(f: soundfile.SoundFile, first: int, frames: int) -> np.ndarray:
+    """Samples (frames, channels) float32 of an open file from frame `first` on, or ValueError."""
+    try:
+        if first:
+            f.seek(first)
+        return f.read(frames=frames, dtype="float32", always_2d=True)
+    except (soundfile.SoundFileError, RuntimeError) as e:
+        raise ValueError(f"truncated or corrupt audio: decoding failed ({_libsndfile_reason(e)})") from None
+
+
+def _mono_16k(data: np.ndarray, rate: int) -> np.ndarray:
+    """Decoded samples (frames, channels) at `rate`, checked finite, averaged to mono, at SAMPLE_RATE."""
+    if not np.isfinite(data).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    audio = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    return soxr.resample(audio, rate, SAMPLE_RATE) if rate != SAMPLE_RATE else audio
 
 
 def _check_size(declared: int, rate: int, channels: int) -> None:
