@@ -30,6 +30,20 @@ def test_conv_flops_include_groups():
     assert count(lambda: depthwise(x))["flops"] == 2 * (4 * 8) * (1 * 3)
 
 
+def test_grouped_conv_backward_counts_groups():
+    # torch's own formula counts a grouped convolution's weight gradient as if it were dense
+    # (x channels: 4x here, 64x on the speech teacher's depthwise layers); the gradients of the
+    # input and of the weight each cost what the forward does
+    depthwise = torch.nn.Conv1d(4, 4, kernel_size=3, groups=4, bias=False)
+    x = torch.randn(2, 4, 10, requires_grad=True)  # 8 output frames
+    forward = 2 * (2 * 4 * 8) * (1 * 3)
+    assert count(lambda: depthwise(x).sum().backward())["flops"] == 3 * forward
+    x.requires_grad_(False)  # the weight's gradient only
+    assert count(lambda: depthwise(x).sum().backward())["flops"] == 2 * forward
+    strided = torch.nn.Conv1d(4, 6, kernel_size=3, stride=2, groups=2, bias=False)  # 4 output frames
+    assert count(lambda: strided(x).sum().backward())["flops"] == 2 * 2 * (2 * 6 * 4) * (2 * 3)
+
+
 def test_lstm_flops_are_counted_on_cpu():
     lstm = torch.nn.LSTM(4, 5, batch_first=True)
     x = torch.randn(2, 3, 4)  # 2 sequences x 3 steps
