@@ -62,7 +62,7 @@ def test_running_again_continues_instead_of_starting_over(smoke):
     out = root / "out"
     finished = {p: p.stat().st_mtime_ns for p in out.rglob("best.safetensors")}
     # one run lost its result (as if stopped mid-way): only it is trained again, from its last checkpoint
-    lost = out / "students" / "student_ctc" / "default" / "seed1" / "result.json"
+    lost = out / "students" / "student_ctc" / "lr0.003" / "seed1" / "result.json"
     lost.unlink()
     again = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False)
     assert lost.exists()
@@ -75,7 +75,7 @@ def test_running_again_continues_instead_of_starting_over(smoke):
 def test_a_run_trained_again_is_evaluated_again(smoke):
     root, _ = smoke
     out = root / "out"
-    run = out / "students" / "student_ctc" / "default" / "seed0"
+    run = out / "students" / "student_ctc" / "lr0.003" / "seed0"
     evaluation = json.loads((run / "evaluation.json").read_text())
     evaluation["test"]["word_accuracy"] = 7.0  # a stale figure, as if from an earlier training of this run
     (run / "evaluation.json").write_text(json.dumps(evaluation))
@@ -109,7 +109,7 @@ def test_an_added_arm_reuses_every_run_it_does_not_change_and_tunes_on_validatio
     arm = ("arms.student_combo={kd: [{method: frame, teacher: conventional}, {method: alignment, teacher: oracle}], "
            "grid: [{tau: 1.0}, {tau: 3.0}]}")
     # every arm's grid must have the same size: the others get two points too, so they are trained anew
-    more = [arm, "grid.kd=[{tau: 2.0, weight: 1.0}, {tau: 1.0, weight: 1.0}]", "grid.plain=[{}, {lr: 0.003}]"]
+    more = [arm, "grid.kd=[{tau: 1.0, weight: 1.0}, {tau: 2.0, weight: 1.0}]", "grid.plain=[{lr: 0.003}, {}]"]
     results = run_experiment("scene-text", "smoke", seeds=2, out=out, cache=root / "cache", progress=False,
                              overrides=more)
     assert all(p.stat().st_mtime_ns == t for p, t in before.items() if "teachers" in p.parts)  # teachers reused
@@ -119,8 +119,8 @@ def test_an_added_arm_reuses_every_run_it_does_not_change_and_tunes_on_validatio
     assert len(scores) == 2 and combo["tuning"]["chosen"] == combo["tuning"]["grid"][int(scores[1] > scores[0])]
     assert combo["runs"][0]["validation"]["word_accuracy"] == max(scores)  # the chosen trial is the seed-0 run
     ctc = results["students"]["student_ctc"]
-    assert ctc["tuning"]["grid"] == [{}, {"lr": 0.003}] and len(ctc["runs"]) == 2
-    unchanged = out / "students" / "student_ctc" / "default" / "seed0" / "best.safetensors"
+    assert ctc["tuning"]["grid"] == [{"lr": 0.003}, {}] and len(ctc["runs"]) == 2
+    unchanged = out / "students" / "student_ctc" / "lr0.003" / "seed0" / "best.safetensors"
     assert unchanged.stat().st_mtime_ns == before[unchanged]  # the point it had before is the same run
     pairs = results["paired_bootstrap"]["pairs"]
     assert "student_combo - student_ctc" in pairs and "student_combo - student_kd_conventional" in pairs
@@ -191,7 +191,7 @@ def test_a_unit_another_process_holds_is_left_for_later_and_the_rest_goes_on(smo
     root, _ = smoke
     out = tmp_path / "out"
     shutil.copytree(root / "out", out)
-    held, free = out / "students" / "student_ctc" / "default" / "seed1", out / "students" / "student_kd_conventional" / "tau2_weight1" / "seed1"
+    held, free = out / "students" / "student_ctc" / "lr0.003" / "seed1", out / "students" / "student_kd_conventional" / "tau1_weight1" / "seed1"
     for run in (held, free):  # two unfinished runs
         for name in ("result.json", "evaluation.json", "best.safetensors", "last.ckpt"):
             (run / name).unlink(missing_ok=True)
