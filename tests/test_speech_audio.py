@@ -1,4 +1,5 @@
 import io
+import math
 import re
 
 import numpy as np
@@ -118,16 +119,31 @@ def test_a_sine_peaks_in_the_mel_bin_of_its_frequency():
         assert edges[peak] < freq < edges[peak + 2]  # inside the peak filter's triangle
 
 
-def test_the_exported_graphs_dft_convolution_is_the_stft_power_spectrum():
-    from oracle_kd.tasks.speech.audio import dft_power_spectrum
+def test_the_exported_graphs_two_step_dft_gives_the_stft_mel_power():
+    from oracle_kd.tasks.speech.audio import dft_bases, dft_mel_power
 
     frontend = LogMel()
     for n in (1, 159, 160, 8000, 8161):  # frame counts 1 + n // 160 on both sides of a hop
         wave = torch.from_numpy(chirp(n / SAMPLE_RATE))[None] if n > 1 else torch.ones(1, 1)
-        expected = frontend._power_spectrum(wave)
-        found = dft_power_spectrum(wave, frontend.window)
-        assert found.shape == expected.shape == (1, 257, 1 + n // 160)
-        np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=1e-3, atol=1e-4 * float(expected.max()))
+        expected = frontend.mel_basis @ frontend._power_spectrum(wave)
+        found = dft_mel_power(wave, *dft_bases(frontend.window, frontend.mel_basis))
+        assert found.shape == expected.shape == (1, N_MELS, 1 + n // 160)
+        np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=1e-3, atol=1e-5 * float(expected.max()))
+
+
+def test_the_two_step_dft_of_a_pure_tone_is_its_bin():
+    from oracle_kd.tasks.speech.audio import N_FFT, dft_bases, dft_mel_power
+
+    # a cosine at bin 37 (= q 5 + Q 32 x j 1) under a flat 400-sample window, the identity for
+    # a mel filterbank: frame 3 reads samples 3 x 160 - 200 = 280 to 679, and its bin 37 is
+    # sum_m cos(2 pi 37 (280 + m) / 512) exp(-2 pi i 37 m / 512), worked out here in float64
+    first, second, mel = dft_bases(torch.ones(400), torch.eye(257))
+    s = torch.arange(1000, dtype=torch.float64)
+    power = dft_mel_power(torch.cos(2 * math.pi * 37 * s / N_FFT).float()[None], first, second, mel)[0, :, 3]
+    m = torch.arange(400, dtype=torch.float64)
+    exact = (torch.cos(2 * math.pi * 37 * (280 + m) / N_FFT) * torch.exp(-2j * math.pi * 37 * m / N_FFT)).sum()
+    assert int(power.argmax()) == 37
+    assert float(power[37]) == pytest.approx(abs(complex(exact)) ** 2, rel=1e-4)
 
 
 @pytest.mark.filterwarnings("ignore")  # the TorchScript exporter's deprecation notices
