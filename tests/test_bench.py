@@ -121,6 +121,9 @@ def test_quick_bench_writes_the_documented_fields(tmp_path):
     r = json.loads(out.read_text())
     assert r["matmul_peak_gflops"] > 0 and r["memory_bandwidth_gbs"] > 0
     assert 0 <= r["data_wait_fraction"]["scene-text"] <= 1
+    epochs = r["epochs"]["scene-text"]  # the second epoch's figures, the first's beside them
+    assert epochs["data_wait_fraction"] == r["data_wait_fraction"]["scene-text"]
+    assert epochs["steps"] == epochs["first_epoch"]["steps"] > 0
     for name, case in r["cases"].items():
         for field in ("median_seconds", "spread", "gflops", "fraction_of_peak", "peak_rss_mb"):
             assert field in case, (name, field)

@@ -241,3 +241,65 @@ def test_bad_audio_files_raise_value_error_with_the_reason(tmp_path, data, reaso
 def test_missing_audio_file_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError):
         load_audio(tmp_path / "nope.wav")
+
+
+class CountingFrontEnd(LogMel):
+    def __init__(self):
+        super().__init__()
+        self.utterances = 0
+
+    def forward(self, waveform, lengths):
+        self.utterances += len(lengths)
+        return super().forward(waveform, lengths)
+
+
+def utterance(source, seconds, freq=440.0, augment=False):
+    return {"audio": sine(freq, seconds), "text": "a", "source": source, "augment": augment}
+
+
+def test_feature_cache_computes_each_utterance_once_and_keeps_it_unaugmented():
+    from oracle_kd.tasks.speech.task import FeatureCache
+
+    frontend = CountingFrontEnd()
+    cache = FeatureCache(frontend)
+    a, b, c = utterance("a.wav", 0.5), utterance("b.wav", 0.3, 880.0), utterance("c.wav", 0.2, 220.0)
+    first, first_lengths = cache([a, b])
+    assert frontend.utterances == 2 and first_lengths.tolist() == [51, 31]  # 1 + samples // 160
+    again, again_lengths = cache([b, c, a])  # only c is new; the batch is padded to a's 51 frames
+    assert frontend.utterances == 3 and again_lengths.tolist() == [31, 21, 51] and again.shape == (3, 51, N_MELS)
+    torch.testing.assert_close(again[2], first[0])
+    torch.testing.assert_close(again[0, :31], first[1, :31])
+    assert float(again[0, 31:].abs().sum()) == 0 and float(again[1, 21:].abs().sum()) == 0  # padding stays zero
+    alone, _ = features_of(sine(220.0, 0.2))
+    torch.testing.assert_close(again[1, :21], alone[0], atol=1e-4, rtol=1e-4)
+    assert cache.bytes == (51 + 31 + 21) * N_MELS * 4
+
+
+def test_feature_cache_keeps_nothing_past_its_limit_or_without_a_source():
+    from oracle_kd.tasks.speech.task import FeatureCache
+
+    frontend = CountingFrontEnd()
+    cache = FeatureCache(frontend, limit_mb=0)
+    cache([utterance("a.wav", 0.5)])
+    cache([utterance("a.wav", 0.5)])
+    assert frontend.utterances == 2 and cache.bytes == 0
+    cache = FeatureCache(frontend)
+    for _ in range(2):
+        cache([utterance("", 0.5), utterance(None, 0.5)])
+    assert frontend.utterances == 6 and cache.kept == {}
+    first, _ = cache([utterance("a.wav", 0.5)])
+    other, _ = cache([utterance("a.wav", 0.5, freq=880.0)])  # the same name, other samples: not served stale
+    assert frontend.utterances == 8 and len(cache.kept) == 2 and not torch.allclose(first, other)
+
+
+def test_speech_collate_augments_a_copy_of_the_kept_features():
+    from oracle_kd.tasks import get_task
+
+    task = get_task("speech")
+    clean = task.collate([utterance("a.wav", 1.0)]).sources
+    (key,) = task.features.kept
+    kept = task.features.kept[key].clone()
+    augmented = task.collate([utterance("a.wav", 1.0, augment=True)]).sources
+    assert not torch.equal(augmented, clean)  # SpecAugment masked something
+    torch.testing.assert_close(task.features.kept[key], kept, atol=0, rtol=0)  # the kept copy is untouched
+    torch.testing.assert_close(task.collate([utterance("a.wav", 1.0)]).sources, clean, atol=0, rtol=0)

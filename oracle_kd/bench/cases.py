@@ -67,6 +67,9 @@ def task_cases(task, data, preset: str, threads: int, workdir: Path, growth: boo
              case("train_step", "student_kd_frame", step("student", train_examples, teacher), train_examples)]
     cases += [case("train_step", kind, step(kind, train_examples), train_examples)
               for kind in kinds if kind != "student"]
+    if hasattr(task, "features"):  # speech keeps features once computed: the first epoch's collate too
+        cases.append(case("features", "collate_first_epoch", lambda: first_collate(task, train_examples),
+                          train_examples))
     cases += [case("teacher_outputs", kind, lambda kind=kind: teacher_outputs(task, models[kind], clean_examples),
                    clean_examples) for kind in ("conventional", "oracle")]
     eager_name = None
@@ -92,6 +95,16 @@ def task_cases(task, data, preset: str, threads: int, workdir: Path, growth: boo
                 cases.append(case("growth", f"student_length_q{round(q * 100):02d}", step("student", examples),
                                   examples))
     return cases
+
+
+def first_collate(task, examples: list[dict]):
+    """`collate` as the first epoch runs it: no utterance's features computed yet."""
+    kept = task.features
+    task.features = type(kept)(kept.frontend, limit_mb=0)
+    try:
+        return task.collate(examples)
+    finally:
+        task.features = kept
 
 
 def train_step(task, model, optimizer, examples: list[dict], grad_clip: float, teacher=None) -> None:

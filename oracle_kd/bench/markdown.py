@@ -99,9 +99,11 @@ def task_section(r: dict, task: str, data: dict) -> list[str]:
     lines = [f"## {task}", "", f"Data: {data['description']}.", ""]
     if task in r["data_wait_fraction"]:
         e = r["epochs"][task]
-        lines += [f"Data wait in a training epoch of the student ({e['steps']} steps, {e['loader_workers']} loader "
-                  f"workers): **{pct(e['data_wait_fraction'])}** (median wait {ms(e['median_wait_seconds'])}, "
-                  f"median step {ms(e['median_step_seconds'])}).", ""]
+        lines += [f"Data wait in the second training epoch of the student ({e['steps']} steps, {e['loader_workers']} "
+                  f"loader workers): **{pct(e['data_wait_fraction'])}** (median wait {ms(e['median_wait_seconds'])}, "
+                  f"median step {ms(e['median_step_seconds'])})"
+                  + (f"; in the first, {pct(e['first_epoch']['data_wait_fraction'])} (median wait "
+                     f"{ms(e['first_epoch']['median_wait_seconds'])})." if "first_epoch" in e else "."), ""]
     lines += ["| case | threads | median | IQR | examples/s | GFLOP/call | GFLOP/s | of peak | memory-bound | "
               "peak RSS (growth) MB | real-time factor |",
               "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -23,6 +23,7 @@ from oracle_kd.vocab import Vocab, ctc_min_frames
 
 CHARSET = "abcdefghijklmnopqrstuvwxyz' "  # the label set (blank excluded); space separates words
 SOURCES = ("log-mel", "waveform")  # what `collate` can hand the models (see SpeechTask)
+FEATURE_CACHE_MB = 2048  # float32 log-mel features a process keeps (FeatureCache); beyond, computed each time
 
 # How `transcribe` turns an audio file into the graph's input (see audio.load_audio), for
 # deployments that do it without this package: the exported file's `input` metadata. The
@@ -66,6 +67,7 @@ class SpeechTask:
             raise InputError(f"speech sources must be one of {', '.join(SOURCES)}, not {sources!r}")
         self.sources = sources
         self.frontend = LogMel()
+        self.features = FeatureCache(self.frontend)
 
     def state(self) -> dict:
         """What a checkpoint keeps of the task: nothing for log-mel features (the default, and
@@ -157,13 +159,13 @@ class SpeechTask:
         return pad_waveforms(examples)
 
     def collate(self, examples: list[dict]) -> Batch:
-        sources, source_lengths = pad_waveforms(examples)
         if self.sources == "log-mel":
-            with torch.no_grad():
-                sources, source_lengths = self.frontend(sources, source_lengths)
-                if any(e.get("augment") for e in examples):
-                    rows = torch.tensor([bool(e.get("augment")) for e in examples])
-                    sources[rows] = spec_augment(sources[rows], source_lengths[rows])
+            sources, source_lengths = self.features(examples)
+            if any(e.get("augment") for e in examples):
+                rows = torch.tensor([bool(e.get("augment")) for e in examples])
+                sources[rows] = spec_augment(sources[rows], source_lengths[rows])
+        else:
+            sources, source_lengths = pad_waveforms(examples)
         targets, target_lengths = pad_targets([self.tokenizer.encode(e["text"]) for e in examples])
         return Batch(sources=sources, source_lengths=source_lengths, targets=targets, target_lengths=target_lengths,
                      texts=[e["text"] for e in examples],
@@ -261,6 +263,53 @@ class LazyAudio(LazyDataset):
         if problem:
             return None, problem
         return {"audio": utterance.audio, "text": utterance.text, "source": utterance.source}, None
+
+
+class FeatureCache:
+    """examples -> their normalised log-mel features (batch, frames, N_MELS) and frame counts,
+    keeping each utterance's features by its `source` once computed: training reads the same
+    utterances every epoch (an experiment, in every run), and the front end was most of the
+    speech data wait (issue 16). Kept un-augmented (SpecAugment is drawn anew for every batch),
+    in float32, up to `limit_mb` per process; an example without a `source` is never kept, and
+    one whose samples differ from those kept under its source is computed anew. An utterance's features do not depend on its batch (LogMel), so a batch is the same
+    whichever of its utterances were kept, up to float32 rounding."""
+
+    def __init__(self, frontend: LogMel, limit_mb: int = FEATURE_CACHE_MB):
+        self.frontend, self.limit = frontend, limit_mb << 20
+        self.kept: dict[str, torch.Tensor] = {}
+        self.bytes = 0
+
+    def __call__(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [fingerprint(e) for e in examples]
+        todo = [i for i, key in enumerate(keys) if key not in self.kept]
+        if todo:
+            with torch.no_grad():
+                fresh, fresh_lengths = self.frontend(*pad_waveforms([examples[i] for i in todo]))
+            for row, i in enumerate(todo):
+                size = int(fresh_lengths[row]) * N_MELS * 4
+                if keys[i] is not None and keys[i] not in self.kept and self.bytes + size <= self.limit:
+                    self.kept[keys[i]] = fresh[row, : int(fresh_lengths[row])].clone()
+                    self.bytes += size
+            if len(todo) == len(examples):
+                return fresh, fresh_lengths
+        done = dict(zip(todo, range(len(todo))))
+        parts = [fresh[done[i], : int(fresh_lengths[done[i]])] if i in done else self.kept[key]
+                 for i, key in enumerate(keys)]
+        lengths = torch.tensor([len(part) for part in parts], dtype=torch.long)
+        features = torch.zeros(len(parts), int(lengths.max()), N_MELS)
+        for row, part in enumerate(parts):
+            features[row, : len(part)] = part
+        return features, lengths
+
+
+def fingerprint(example: dict) -> tuple | None:
+    """What `FeatureCache` keeps an utterance by: its source, its length and 64 of its samples,
+    so that a source name reused for other audio (an edited file, a test) is not served stale
+    features; None for an example without a source."""
+    if not example.get("source"):
+        return None
+    audio = np.asarray(example["audio"])
+    return example["source"], len(audio), audio[:: max(1, len(audio) // 64)][:64].tobytes()
 
 
 def pad_waveforms(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
