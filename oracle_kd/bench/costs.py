@@ -12,7 +12,7 @@ from oracle_kd.config import ExperimentConfig, from_dict, load_preset
 # The GPU the estimate assumes: an NVIDIA A100's fp32 peak without tensor cores, and the share
 # of it that small convolutional/recurrent models of this size typically reach (an assumption).
 GPU = {"name": "NVIDIA A100 (fp32, no tensor cores)", "peak_tflops": 19.5, "assumed_fraction_of_peak": 0.3}
-LARGEST_PRESET = {"scene-text": "full", "speech": "full", "translation": "quick"}  # translation has no `full`
+LARGEST_PRESET = {"scene-text": "full", "speech": "full", "translation": "full"}
 # Public corpus sizes: LibriSpeech's 960 h of training audio (Panayotov et al., 2015) and
 # MJSynth's 8.9 M word images (Jaderberg et al., 2014); per epoch, and for EPOCHS epochs.
 CORPORA = {"speech": ("LibriSpeech 960 h", {"audio_seconds": 960 * 3600}),
