@@ -196,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.set_defaults(run=cmd_transcribe)
 
     tr = sub.add_parser("translate", help="translate English lines of standard input; prints line<TAB>German")
-    tr.add_argument("checkpoint", help="a translation student checkpoint, or one exported to ONNX (.onnx)")
+    tr.add_argument("checkpoint", help="a translation student checkpoint, or one exported to ONNX (.onnx), or an "
+                                       "autoregressive teacher's checkpoint (beam search of its configured width)")
     tr.add_argument("--skipped", default="skipped.tsv", help="where unusable lines (empty ones) are listed")
     add_threads(tr)
     tr.set_defaults(run=cmd_translate)

@@ -68,12 +68,26 @@ def recognize(task, model, inputs: list[str], skips, batch_size: float = 64, dec
     `decoder` maps (log_probs, frame_lengths) to texts; default greedy CTC."""
     if getattr(model, "needs_targets", False):
         raise InputError("this checkpoint is an Oracle Teacher: it needs the labels, so it cannot recognize; use a student")
+    if hasattr(model, "generate"):  # a model with a search of its own (translation's autoregressive teacher)
+        yield from generated(task, model, inputs, skips, batch_size)
+        return
     if decoder is None:  # best path needs each frame's best label only: 8 bytes a frame, however long the input
         for source, best, seconds in stitched(task, model, inputs, skips, batch_size, best_labels, stream, progress):
             yield source, task.tokenizer.decode(best_path(best).ids), seconds
     else:  # beam search reads every frame's posteriors: 4 bytes x classes a frame
         for source, log_probs, seconds in stitched(task, model, inputs, skips, batch_size, None, stream, progress):
             yield source, decoder(log_probs[None], torch.tensor([len(log_probs)]))[0], seconds
+
+
+def generated(task, model, inputs: list[str], skips, batch_size: float) -> Iterator[tuple[str, str, float]]:
+    """(source, text, seconds) of each readable input by the model's own search, in order."""
+    for batch in batches(whole_inputs(task, inputs, skips), batch_size):
+        if batch[0].error is not None:
+            skips.add(batch[0].source, batch[0].error)
+            continue
+        collated = task.collate([p.example for p in batch])
+        for piece, ids in zip(batch, model.generate(collated.sources, collated.source_lengths)):
+            yield piece.source, task.tokenizer.decode(ids), piece.seconds
 
 
 def best_labels(log_probs: torch.Tensor) -> list[int]:

@@ -209,3 +209,21 @@ def test_translate_gives_the_same_lines_from_the_checkpoint_and_its_onnx_export(
     assert outputs[0] == outputs[1]
     assert [line.split("\t")[0] for line in outputs[0]] == ["line 1", "line 3"]  # the empty line 2 is skipped
     assert "line 2\tempty line" in (tmp_path / "skipped.tsv").read_text()
+
+
+@pytest.mark.slow
+def test_translate_runs_the_autoregressive_teachers_own_search(smoke, tmp_path, monkeypatch, capsys):
+    import io
+
+    from oracle_kd.checkpoint import load_model
+    from oracle_kd.cli import main
+
+    checkpoint = smoke["teachers"]["autoregressive"]["checkpoint"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("twenty one\n\nthree hundred five\n"))
+    assert main(["translate", checkpoint, "--skipped", str(tmp_path / "skipped.tsv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == ["line 1", "line 3"]
+    task, model, _ = load_model(checkpoint)  # the same search, run by hand
+    batch = task.collate(task.load_inputs(["twenty one"], None))
+    [ids] = model.generate(batch.sources, batch.source_lengths)
+    assert lines[0] == "line 1\t" + task.tokenizer.decode(ids)

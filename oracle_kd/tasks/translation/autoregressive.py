@@ -91,13 +91,14 @@ class AutoregressiveTransformer(nn.Module):
         per token, EOS included, so that long outputs are not penalized for their length).
 
         Each step decodes one new position per hypothesis over cached keys and values, and a
-        sentence leaves the batch when its search is done. The longest output is the limit
-        max_ratio x the batch's longest source + 10; a sentence with no ending by then gives its
-        best live hypothesis."""
+        sentence leaves the batch when its search is done. A sentence's longest output is its
+        limit, max_ratio x its source's length + 10 (its own, so that a sentence is translated
+        the same in any batch); one with no ending by then gives its best live hypothesis."""
         beam = beam or self.cfg.beam
         memory, memory_pad = self.encode(sources, source_lengths)
         batch, device = sources.shape[0], sources.device
-        limit = int(self.cfg.max_ratio * int(source_lengths.max()) + 10)
+        limits = torch.tensor([int(self.cfg.max_ratio * n + 10) for n in source_lengths.tolist()], device=device)
+        limit = int(limits.max())
         positions = sinusoids(limit, self.cfg.d_model, device)
         cache = self.start_cache(memory, memory_pad, beam)
         # the live sentences: their index in the batch, and per hypothesis (row = sentence x beam
@@ -112,6 +113,7 @@ class AutoregressiveTransformer(nn.Module):
         ended_score = torch.full((batch,), -math.inf, dtype=torch.float64, device=device)
         ended = torch.zeros(batch, limit, dtype=torch.long, device=device)
         ended_length = torch.zeros(batch, dtype=torch.long, device=device)
+        at_limit = {}  # sentence -> its best live hypothesis, where its limit came before any ending
         rank = torch.arange(2 * beam, device=device)
         for step in range(limit):  # the new hypotheses have step + 1 tokens (EOS included)
             log_probs = self.decode_step(last, positions[step], cache)  # (rows, classes)
@@ -142,9 +144,10 @@ class AutoregressiveTransformer(nn.Module):
             # (stopping after `beam` endings instead keeps short early endings: numbers lost 30 %);
             # done too with no hypothesis left going (score -inf; labels then: its ending's or none)
             done = ended_score[sentence] >= scores[:, 0].double() / (step + 1)
-            keep = (~done).nonzero()[:, 0]
-            if step == limit - 1:  # no ending within the limit: the best live hypothesis
-                keep = torch.arange(live, device=device)
+            expiring = ~done & (limits[sentence] == step + 1)  # at its limit: its best live hypothesis
+            for row in (expiring & (ended_score[sentence] == -math.inf)).nonzero()[:, 0].tolist():
+                at_limit[int(sentence[row])] = tokens[row * beam + origin[row, 0]].tolist() + [int(token[row, 0])]
+            keep = (~done & ~expiring).nonzero()[:, 0]
             rows = (keep[:, None] * beam + origin[keep]).reshape(-1)
             tokens = torch.cat([tokens.index_select(0, rows), token[keep].reshape(-1, 1)], 1)
             cache.select(rows, keep if len(keep) < live else None)
@@ -152,9 +155,8 @@ class AutoregressiveTransformer(nn.Module):
             if not len(sentence):
                 break
         out = [ids[:length] for ids, length in zip(ended.tolist(), ended_length.tolist())]
-        for b, ids in zip(sentence.tolist(), tokens[::beam].tolist()):  # still live at the limit
-            if ended_score[b] == -math.inf:
-                out[b] = ids
+        for b, ids in at_limit.items():
+            out[b] = ids
         return out
 
     def start_cache(self, memory, memory_pad, beam: int) -> DecoderCache:
