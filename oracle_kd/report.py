@@ -87,10 +87,7 @@ def summary_table(results: dict) -> str:
     lines = [row(head), "|" + " --- |" * len(head)]
     for arm in arm_order(students):
         s = students[arm]
-        kd = kd_text(kd_terms(s))
-        if s.get("targets"):  # sequence-level KD: the student learns this teacher's outputs
-            kd = f"targets of {s['targets']}" + ("" if kd == "-" else f" + {kd}")
-        cells = [arm, f"{s['params']:,}", kd] + ([point_text(s.get("train"), "-")] if train else [])
+        cells = [arm, f"{s['params']:,}", arm_kd_text(s)] + ([point_text(s.get("train"), "-")] if train else [])
         cells += [mean_std(s["test"].get(m)) for m in names] + [fmt(s.get("alignment_accuracy"))]
         lines.append(row(cells))
     n = len(results["seeds"])
@@ -105,6 +102,15 @@ def kd_terms(student: dict) -> list[dict]:
     """The chosen KD terms of an arm ([] for plain CTC; an older results.json held one dict or None)."""
     kd = student.get("kd")
     return [] if not kd else [kd] if isinstance(kd, dict) else list(kd)
+
+
+def arm_kd_text(arm: dict) -> str:
+    """What an arm learns from: its KD terms, after the teacher whose outputs are its targets
+    (sequence-level KD) if any."""
+    kd = kd_text(kd_terms(arm))
+    if arm.get("targets"):
+        kd = f"targets of {arm['targets']}" + ("" if kd == "-" else f" + {kd}")
+    return kd
 
 
 def kd_text(terms: list[dict]) -> str:
@@ -301,7 +307,7 @@ def readme_students(results: dict) -> str:
     lines = [row(head), "|" + " --- |" * len(head)]
     for arm in order:
         s = students[arm]
-        cells = [arm, kd_text(kd_terms(s))] + ([point_text(s.get("train"), "-")] if train else [])
+        cells = [arm, arm_kd_text(s)] + ([point_text(s.get("train"), "-")] if train else [])
         for m in names:
             spread = s["test"].get(m)
             cells.append(bold(mean_std(spread), spread is not None and round(spread["mean"], 4) == best[m]))

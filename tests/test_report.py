@@ -8,7 +8,7 @@ import json
 import pytest
 
 from oracle_kd.plots import locate_checkpoint
-from oracle_kd.report import (bootstrap_table, curves_table, kd_text, main, render_readme_tables,
+from oracle_kd.report import (bootstrap_table, curves_table, kd_text, main, readme_students, render_readme_tables,
                               summary_table, teacher_table, time_to_best, tuning_lines, write_report)
 
 
@@ -154,6 +154,9 @@ def test_kd_text_of_plain_ctc_and_of_an_older_results_json():
     assert kd_text([{"method": "guided", "teacher": "oracle", "tau": 2.0, "weight": 0.5}]) == "guided(oracle, w 0.5)"
     old = dict(RESULTS["students"]["student_kd_oracle"], kd={"method": "frame", "tau": 2.0, "weight": 1.0})
     assert "frame(tau 2, w 1)" in summary_table({**RESULTS, "students": {"student_kd_oracle": old}})
+    seqkd = dict(RESULTS["students"]["student_kd_oracle"], targets="autoregressive")  # both tables say it
+    for table in (summary_table, readme_students):
+        assert "| targets of autoregressive + frame(oracle, tau 1, w 1) |" in table({**RESULTS, "students": {"a": seqkd}})
 
 
 def test_tuning_shows_every_grid_and_flags_unequal_budgets():
