@@ -161,3 +161,20 @@ def test_translation_decoding_cases_time_the_nat_student_against_autoregressive_
         outputs = cases[name][0]()
         assert len(outputs) == 4
         assert cases[name][1]["mean_output_tokens"] == pytest.approx(sum(map(len, outputs)) / 4)
+
+
+def test_the_peak_is_the_faster_library_at_each_thread_count():
+    from oracle_kd.bench.run import Case, limits
+
+    cases = [Case("machine/matmul/1t", None, 1, 1, notes={"flops": 4e9}),
+             Case("machine/conv1x1/1t", None, 1, 1, notes={"flops": 4e9}),
+             Case("machine/copy", None, 1, 1, notes={"bytes_moved": 2e9}),
+             Case("task/train_step/x", None, 1, 8)]
+    result = {"environment": {"threads": 1}, "cases": {
+        "machine/matmul/1t": {"median_seconds": 0.1}, "machine/conv1x1/1t": {"median_seconds": 0.05},
+        "machine/copy": {"median_seconds": 0.5, "bytes_moved": 2e9}, "task/train_step/x": {"median_seconds": 1.0, "gflops": 60.0}}}
+    limits(result, cases)
+    assert result["cases"]["machine/matmul/1t"]["gflops"] == pytest.approx(40.0)  # 4 GFLOP in 0.1 s
+    assert result["matmul_peak_gflops"] == pytest.approx(80.0)  # oneDNN's 4 GFLOP in 0.05 s
+    assert result["cases"]["task/train_step/x"]["fraction_of_peak"] == pytest.approx(0.75)
+    assert result["memory_bandwidth_gbs"] == pytest.approx(4.0)

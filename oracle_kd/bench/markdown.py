@@ -23,14 +23,16 @@ def benchmarks_markdown(r: dict) -> str:
         "",
         "| limit | value |",
         "| --- | --- |",
-        *[f"| fp32 matmul peak, {t} thread{'s' * (t != '1')} | {v:.1f} GFLOP/s |"
+        *[f"| fp32 matmul peak, {t} thread{'s' * (t != '1')} | {v:.1f} GFLOP/s ({peak_sources(r, t)}) |"
           for t, v in r["matmul_peak_gflops_by_threads"].items()],
         f"| memory bandwidth ({r['cases']['machine/copy']['bytes_moved'] / 2**21:.0f} MB copy, read + write) "
         f"| {r['memory_bandwidth_gbs']:.1f} GB/s |",
         "",
-        "Each case's `of peak` is its FLOPs per second over the matmul peak at its own thread count, both "
-        "measured in the same rounds; a peak at 2 threads below the 1-thread one means other work held the "
-        "second core, and a share above 100 % that the peak itself was caught in a busy moment.",
+        "The peak is the faster of two ways to the same matrix product: BLAS (`torch.mm`) and oneDNN (a 1x1 "
+        "convolution), the two libraries the models' kernels come from. Each case's `of peak` is its FLOPs "
+        "per second over the peak at its own thread count, both measured in the same rounds; a peak at 2 "
+        "threads below the 1-thread one means other work held the second core, and a share above 100 % "
+        "that the peak was caught in a busy moment or that a kernel does fewer multiplications than counted.",
         "",
         "## Goals (issue 16)",
         "",
@@ -199,3 +201,10 @@ if __name__ == "__main__":  # python -m oracle_kd.bench.markdown bench.json: BEN
 
     source = Path(sys.argv[1])
     atomic_write_text(source.with_name("BENCHMARKS.md"), benchmarks_markdown(json.loads(source.read_text())))
+
+
+def peak_sources(r: dict, threads: str) -> str:
+    """Both libraries' speeds at `threads` threads, as the peak's table cell notes them."""
+    found = {kind: r["cases"].get(f"machine/{kind}/{threads}t", {}).get("gflops") for kind in ("matmul", "conv1x1")}
+    names = {"matmul": "BLAS", "conv1x1": "oneDNN"}
+    return ", ".join(f"{names[k]} {v:.1f}" for k, v in found.items() if v) or "-"
