@@ -303,3 +303,29 @@ def test_speech_collate_augments_a_copy_of_the_kept_features():
     assert not torch.equal(augmented, clean)  # SpecAugment masked something
     torch.testing.assert_close(task.features.kept[key], kept, atol=0, rtol=0)  # the kept copy is untouched
     torch.testing.assert_close(task.collate([utterance("a.wav", 1.0)]).sources, clean, atol=0, rtol=0)
+
+
+def test_speech_collate_augments_only_the_rows_that_ask():
+    from oracle_kd.tasks import get_task
+
+    task = get_task("speech")
+    a, b = utterance("a.wav", 1.0), utterance("b.wav", 0.8, 880.0)
+    clean = task.collate([a, b]).sources
+    mixed = task.collate([a, {**b, "augment": True}]).sources
+    torch.testing.assert_close(mixed[0], clean[0], atol=0, rtol=0)
+    assert not torch.equal(mixed[1], clean[1])
+    both = task.collate([{**a, "augment": True}, {**b, "augment": True}]).sources
+    assert not torch.equal(both[0], clean[0]) and not torch.equal(both[1], clean[1])
+    assert float(both[1, 81:].abs().sum()) == 0  # padding stays zero (b: 1 + 12800 // 160 frames)
+
+
+def test_char_spans_give_each_character_its_words_span():
+    from oracle_kd.tasks.speech.task import char_spans
+
+    spans = char_spans(" ab  c d", [[0.0, 0.5], [0.5, 0.75]])  # three words, two spans: "d" has none
+    nan = float("nan")
+    expected = torch.tensor([[nan, nan], [0.0, 0.5], [0.0, 0.5], [nan, nan], [nan, nan], [0.5, 0.75],
+                             [nan, nan], [nan, nan]])
+    torch.testing.assert_close(spans, expected, equal_nan=True, atol=0, rtol=0)
+    assert char_spans("", []).shape == (0, 2)
+    torch.testing.assert_close(char_spans("é😀", [[1.0, 2.0]]), torch.tensor([[1.0, 2.0], [1.0, 2.0]]))

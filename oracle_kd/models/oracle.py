@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from oracle_kd.models.layers import Dropout
 from oracle_kd.vocab import BLANK
 
 
@@ -65,9 +66,9 @@ class DecoderBlock(nn.Module):
         self.cross_attn = nn.MultiheadAttention(d, cfg.heads, dropout=cfg.dropout, batch_first=True)
         self.ff_norm = nn.LayerNorm(d)
         self.ff = nn.Sequential(
-            nn.Linear(d, cfg.ff_mult * d), nn.GELU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.ff_mult * d, d)
+            nn.Linear(d, cfg.ff_mult * d), nn.GELU(), Dropout(cfg.dropout), nn.Linear(cfg.ff_mult * d, d)
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, frames, frame_pad, labels, label_pad):
         h = self.self_norm(frames)

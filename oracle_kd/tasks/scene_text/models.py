@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from oracle_kd.models.layers import Dropout
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
 
 
@@ -113,7 +114,7 @@ class CRNN(nn.Module):
             self.cnn.out_dim, cfg.rnn_hidden, num_layers=cfg.rnn_layers, bidirectional=True,
             batch_first=True, dropout=cfg.dropout if cfg.rnn_layers > 1 else 0.0,
         )
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.head = nn.Linear(2 * cfg.rnn_hidden, num_classes)
 
     def frame_count(self, source_length: int) -> int:

@@ -337,8 +337,11 @@ def spec_augment(
     start = (uniform((batch, time_masks)) * (lengths - width + 1)).floor()
     time_mask = ((frames >= start[..., None]) & (frames < (start + width)[..., None])).any(dim=1)
 
-    # freq_mask (batch, bins), time_mask (batch, frames)
-    return features.masked_fill(freq_mask[:, None, :] | time_mask[:, :, None], 0.0)
+    # freq_mask (batch, bins), time_mask (batch, frames): two broadcast products, several times
+    # cheaper than filling through their (batch, frames, bins) union (features are finite)
+    keep_bins = (~freq_mask).to(features.dtype)[:, None, :]
+    keep_frames = (~time_mask).to(features.dtype)[:, :, None]
+    return features * keep_bins * keep_frames
 
 
 # --- helpers -------------------------------------------------------------------

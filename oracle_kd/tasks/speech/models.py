@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
+from oracle_kd.models.layers import DepthwiseConv1d, Dropout
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
 from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 
@@ -70,9 +71,8 @@ def receptive_field(model_cfg: dict) -> int:
 
 def separable(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
     """Time-channel separable 1-D convolution: depthwise over time, then pointwise over channels."""
-    pad = dilation * (kernel // 2)
     return nn.Sequential(
-        nn.Conv1d(cin, cin, kernel, stride=stride, padding=pad, dilation=dilation, groups=cin, bias=False),
+        DepthwiseConv1d(cin, kernel, stride=stride, dilation=dilation),
         nn.Conv1d(cin, cout, 1, bias=False),
         nn.BatchNorm1d(cout),
     )
@@ -85,7 +85,7 @@ class JasperBlock(nn.Module):
         super().__init__()
         self.subs = nn.ModuleList(separable(cin if i == 0 else cout, cout, kernel) for i in range(sub_blocks))
         self.residual = nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout))
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, x):
         h = x
@@ -119,7 +119,7 @@ class QuartzNet(nn.Module):
                 c = channels
         ec, ek = cfg.epilogue
         layers += [separable(c, ec, ek, dilation=2), nn.ReLU(),
-                   nn.Conv1d(ec, cfg.head_channels, 1), nn.ReLU(), nn.Dropout(cfg.dropout)]
+                   nn.Conv1d(ec, cfg.head_channels, 1), nn.ReLU(), Dropout(cfg.dropout)]
         self.body = nn.Sequential(*layers)
         self.head = nn.Conv1d(cfg.head_channels, num_classes, 1)
 

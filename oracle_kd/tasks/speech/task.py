@@ -161,8 +161,10 @@ class SpeechTask:
     def collate(self, examples: list[dict]) -> Batch:
         if self.sources == "log-mel":
             sources, source_lengths = self.features(examples)
-            if any(e.get("augment") for e in examples):
-                rows = torch.tensor([bool(e.get("augment")) for e in examples])
+            rows = torch.tensor([bool(e.get("augment")) for e in examples])
+            if rows.all():  # training: every row, without copying rows out and back
+                sources = spec_augment(sources, source_lengths)
+            elif rows.any():
                 sources[rows] = spec_augment(sources[rows], source_lengths[rows])
         else:
             sources, source_lengths = pad_waveforms(examples)
@@ -296,10 +298,7 @@ class FeatureCache:
         parts = [fresh[done[i], : int(fresh_lengths[done[i]])] if i in done else self.kept[key]
                  for i, key in enumerate(keys)]
         lengths = torch.tensor([len(part) for part in parts], dtype=torch.long)
-        features = torch.zeros(len(parts), int(lengths.max()), N_MELS)
-        for row, part in enumerate(parts):
-            features[row, : len(part)] = part
-        return features, lengths
+        return torch.nn.utils.rnn.pad_sequence(parts, batch_first=True), lengths
 
 
 def fingerprint(example: dict) -> tuple | None:
@@ -334,19 +333,16 @@ class WaveformModel(torch.nn.Module):
 
 
 def char_spans(text: str, word_spans) -> torch.Tensor:
-    """(len(text), 2) seconds: each character gets its word's span; spaces are NaN (no single place)."""
-    out = torch.full((len(text), 2), float("nan"))
-    word, inside = 0, False
-    for i, c in enumerate(text):
-        if c == " ":
-            if inside:
-                word += 1
-            inside = False
-            continue
-        inside = True
-        if word < len(word_spans):
-            out[i] = torch.tensor(word_spans[word], dtype=torch.float32)
-    return out
+    """(len(text), 2) seconds: each character gets its word's span; spaces are NaN (no single place),
+    and so are the characters of words past the last span."""
+    space = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32) == ord(" ")
+    starts = ~space & np.concatenate(([True], space[:-1]))  # a character after a space (or first) opens a word
+    word = np.cumsum(starts) - 1
+    spans = np.asarray(word_spans, dtype=np.float32).reshape(-1, 2)
+    inside = ~space & (word < len(spans))
+    out = np.full((len(text), 2), np.nan, dtype=np.float32)
+    out[inside] = spans[word[inside]]
+    return torch.from_numpy(out)
 
 
 class SynthSplit(Dataset):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from oracle_kd.models.layers import Dropout
 from oracle_kd.models.oracle import sinusoids
 from oracle_kd.tasks.translation.models import EncoderConfig, LayerStack
 
@@ -53,7 +54,7 @@ class AutoregressiveTransformer(nn.Module):
         layer = nn.TransformerDecoderLayer(d, cfg.heads, cfg.ff_mult * d, cfg.dropout, batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(layer, cfg.decoder_layers, norm=nn.LayerNorm(d))
         self.head = nn.Linear(d, num_classes + 2)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def frame_count(self, source_length: int) -> int:
         return int(source_length)  # no CTC frames; the core asks every model

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from oracle_kd.models.layers import Dropout
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher, sinusoids
 
 
@@ -44,7 +45,7 @@ class UpsampledEncoder(nn.Module):
         self.source_layers = LayerStack(cfg, cfg.source_layers)
         self.split = nn.Linear(cfg.d_model, cfg.upsample * cfg.d_model)
         self.layers = LayerStack(cfg, cfg.layers)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def frame_count(self, source_length: int) -> int:
         return self.cfg.upsample * int(source_length)
@@ -75,9 +76,9 @@ class EncoderLayer(nn.Module):
         self.attn_norm, self.ff_norm = nn.LayerNorm(cfg.d_model), nn.LayerNorm(cfg.d_model)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.d_model)
-        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.ReLU(), nn.Dropout(cfg.dropout),
+        self.ff = nn.Sequential(nn.Linear(cfg.d_model, cfg.ff_mult * cfg.d_model), nn.ReLU(), Dropout(cfg.dropout),
                                 nn.Linear(cfg.ff_mult * cfg.d_model, cfg.d_model))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
 
     def forward(self, x, pad):
         """x (batch, length, d_model); pad (batch, length), True at padding (never a whole row)."""

@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from oracle_kd.models.layers import Dropout, dropout
+
+
+def test_dropout_zeroes_a_share_p_and_scales_the_rest_by_its_inverse():
+    torch.manual_seed(0)
+    out = dropout(torch.ones(4, 65536), 0.25)  # 0.25 is 16384 / 65536 exactly: the kept scale is 4/3
+    kept = out != 0
+    torch.testing.assert_close(out[kept], torch.full((int(kept.sum()),), 4 / 3), atol=0, rtol=0)
+    # each of a 64-bit word's four 16-bit chunks drops a quarter (a biased top chunk would drop none):
+    # 65,536 draws per position, binomial std 111, so 16,384 +- 600 is over five std
+    dropped_per_chunk = (~kept).reshape(-1, 4).sum(0)
+    assert all(abs(int(n) - 16384) < 600 for n in dropped_per_chunk), dropped_per_chunk
+
+
+def test_dropout_rounds_p_to_sixteen_bits():
+    torch.manual_seed(0)
+    out = dropout(torch.ones(1000), 0.1)  # 0.1 * 65536 = 6553.6 -> 6554 of 65536 dropped
+    values = out.unique().tolist()
+    assert len(values) == 2 and values[0] == 0.0 and values[1] == pytest.approx(65536 / (65536 - 6554), rel=1e-7)
+
+
+def test_dropout_is_the_identity_in_eval_or_at_p_0_and_zero_at_p_1():
+    x = torch.randn(3, 5)
+    assert dropout(x, 0.5, training=False) is x
+    assert dropout(x, 0.0) is x
+    assert torch.equal(dropout(x, 1.0), torch.zeros(3, 5))
+    layer = Dropout(0.5).eval()
+    assert layer(x) is x
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.5)
+
+
+def test_dropout_follows_the_seed_and_its_gradient_is_its_mask():
+    x = torch.ones(7, 9, requires_grad=True)
+    torch.manual_seed(3)
+    first = dropout(x, 0.5)
+    torch.manual_seed(3)
+    second = dropout(x, 0.5)
+    assert torch.equal(first, second) and bool((first == 0).any()) and bool((first == 2).any())
+    first.sum().backward()
+    torch.testing.assert_close(x.grad, first.detach(), atol=0, rtol=0)  # x = 1: the output is mask * 2
+
+
+def test_depthwise_backward_by_hand():
+    from oracle_kd.models.layers import DepthwiseConv1d
+
+    conv = DepthwiseConv1d(1, 3)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0, 10.0, 100.0]]]))
+    x = torch.tensor([[[1.0, 2.0, 3.0]]], requires_grad=True)
+    y = conv(x)  # y[t] = x[t - 1] + 10 x[t] + 100 x[t + 1]
+    torch.testing.assert_close(y, torch.tensor([[[210.0, 321.0, 32.0]]]))
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, torch.tensor([[[11.0, 111.0, 110.0]]]))  # taps that reach each sample
+    torch.testing.assert_close(conv.weight.grad, torch.tensor([[[3.0, 6.0, 5.0]]]))  # sums of [0, 1, 2, 3, 0] windows
+
+
+@pytest.mark.parametrize("kernel, dilation, stride", [(5, 1, 1), (3, 2, 1), (11, 2, 1), (5, 1, 2)])
+def test_depthwise_gradients_equal_torchs_own(kernel, dilation, stride):
+    from oracle_kd.models.layers import DepthwiseConv1d
+
+    torch.manual_seed(0)
+    ours = DepthwiseConv1d(6, kernel, stride=stride, dilation=dilation)
+    reference = torch.nn.Conv1d(6, 6, kernel, stride=stride, padding=dilation * (kernel // 2), dilation=dilation,
+                                groups=6, bias=False)
+    reference.load_state_dict(ours.state_dict())  # the same parameters under the same names
+    x = torch.randn(3, 6, 17)
+    grad = torch.randn(3, 6, (17 + stride - 1) // stride)
+    results = []
+    for conv in (ours, reference):
+        xi = x.clone().requires_grad_()
+        y = conv(xi)
+        y.backward(grad)
+        results.append((y.detach(), xi.grad, conv.weight.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="odd kernel"):
+        DepthwiseConv1d(4, 4)
