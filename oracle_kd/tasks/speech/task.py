@@ -312,12 +312,16 @@ def fingerprint(example: dict) -> tuple | None:
 
 
 def pad_waveforms(examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(batch, longest) float32 waveforms padded with zeros, and their lengths in samples."""
-    lengths = torch.tensor([len(e["audio"]) for e in examples], dtype=torch.long)
-    audio = torch.zeros(len(examples), int(lengths.max()))
+    """(batch, longest) float32 waveforms padded with zeros, and their lengths in samples.
+
+    Padded in numpy: torch copies long rows in OpenMP regions, whose worker threads then spin-wait
+    while ONNX Runtime's session runs on the same cores (the bench's 2-thread speech student:
+    23.8 ms in ONNX Runtime with torch's padding, 19.0 with this; eager 18.5)."""
+    lengths = np.array([len(e["audio"]) for e in examples], dtype=np.int64)
+    audio = np.zeros((len(examples), int(lengths.max())), dtype=np.float32)
     for row, e in enumerate(examples):
-        audio[row, : len(e["audio"])] = torch.from_numpy(np.asarray(e["audio"], dtype=np.float32))
-    return audio, lengths
+        audio[row, : lengths[row]] = e["audio"]
+    return torch.from_numpy(audio), torch.from_numpy(lengths)
 
 
 class WaveformModel(torch.nn.Module):
