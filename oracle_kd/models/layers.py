@@ -27,9 +27,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Inverted dropout: in training, each element is zeroed with probability `p` (rounded to
     a multiple of 2**-16) and the others are scaled by 1 / (1 - that probability). Draws from
     torch's default generator on `x`'s device, so a seed fixes it."""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
-    drops = round(p * _LEVELS)
+    drops = _drops(p)
     if not training or drops == 0:
         return x
     if drops == _LEVELS:
@@ -41,13 +39,19 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x.masked_fill(dropped, 0.0).mul_(_LEVELS / (_LEVELS - drops))
 
 
+def _drops(p: float) -> int:
+    """How many of the 2**16 chunk values drop an element at probability `p`."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+    return round(p * _LEVELS)
+
+
 class Dropout(nn.Module):
     """`nn.Dropout` with `dropout` above (same checkpoints: no parameters or buffers)."""
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"dropout probability must be in [0, 1], got {p}")
+        _drops(p)  # a bad probability fails when the model is built, not in its first step
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
