@@ -44,38 +44,69 @@ def test_dropout_follows_the_seed_and_its_gradient_is_its_mask():
     torch.testing.assert_close(x.grad, first.detach(), atol=0, rtol=0)  # x = 1: the output is mask * 2
 
 
-def test_depthwise_backward_by_hand():
+def test_depthwise_by_hand():
     from oracle_kd.models.layers import DepthwiseConv1d
 
     conv = DepthwiseConv1d(1, 3)
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([[[1.0, 10.0, 100.0]]]))
-    x = torch.tensor([[[1.0, 2.0, 3.0]]], requires_grad=True)
+    x = torch.tensor([[[1.0], [2.0], [3.0]]], requires_grad=True)  # (batch, time, channels)
     y = conv(x)  # y[t] = x[t - 1] + 10 x[t] + 100 x[t + 1]
-    torch.testing.assert_close(y, torch.tensor([[[210.0, 321.0, 32.0]]]))
+    torch.testing.assert_close(y, torch.tensor([[[210.0], [321.0], [32.0]]]))
     y.sum().backward()
-    torch.testing.assert_close(x.grad, torch.tensor([[[11.0, 111.0, 110.0]]]))  # taps that reach each sample
+    torch.testing.assert_close(x.grad, torch.tensor([[[11.0], [111.0], [110.0]]]))  # taps that reach each sample
     torch.testing.assert_close(conv.weight.grad, torch.tensor([[[3.0, 6.0, 5.0]]]))  # sums of [0, 1, 2, 3, 0] windows
+    dilated = DepthwiseConv1d(1, 3, dilation=2)
+    with torch.no_grad():
+        dilated.weight.copy_(torch.tensor([[[1.0, 10.0, 100.0]]]))
+    x = torch.tensor([[[1.0], [2.0], [3.0], [4.0], [5.0]]])
+    # y[t] = x[t - 2] + 10 x[t] + 100 x[t + 2]: an odd length, so the phases are padded
+    torch.testing.assert_close(dilated(x), torch.tensor([[[310.0], [420.0], [531.0], [42.0], [53.0]]]))
 
 
-@pytest.mark.parametrize("kernel, dilation, stride", [(5, 1, 1), (3, 2, 1), (11, 2, 1), (5, 1, 2)])
-def test_depthwise_gradients_equal_torchs_own(kernel, dilation, stride):
-    from oracle_kd.models.layers import DepthwiseConv1d
+@pytest.mark.parametrize("kernel, dilation, stride, frames", [(5, 1, 1, 17), (3, 2, 1, 17), (11, 2, 1, 16),
+                                                                (3, 3, 1, 16), (5, 1, 2, 17)])
+def test_time_major_layers_equal_torchs_channels_first_ones(kernel, dilation, stride, frames):
+    """Outputs, input gradients and parameter gradients of the time-major layers equal those of
+    `nn.Conv1d` / `nn.BatchNorm1d` on the same tensors transposed, under the same checkpoint."""
+    from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, PointwiseConv1d
 
     torch.manual_seed(0)
-    ours = DepthwiseConv1d(6, kernel, stride=stride, dilation=dilation)
-    reference = torch.nn.Conv1d(6, 6, kernel, stride=stride, padding=dilation * (kernel // 2), dilation=dilation,
-                                groups=6, bias=False)
-    reference.load_state_dict(ours.state_dict())  # the same parameters under the same names
-    x = torch.randn(3, 6, 17)
-    grad = torch.randn(3, 6, (17 + stride - 1) // stride)
-    results = []
-    for conv in (ours, reference):
-        xi = x.clone().requires_grad_()
-        y = conv(xi)
-        y.backward(grad)
-        results.append((y.detach(), xi.grad, conv.weight.grad))
-    for a, b in zip(*results):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    pairs = [
+        (DepthwiseConv1d(6, kernel, stride=stride, dilation=dilation),
+         torch.nn.Conv1d(6, 6, kernel, stride=stride, padding=dilation * (kernel // 2), dilation=dilation,
+                         groups=6, bias=False)),
+        (PointwiseConv1d(6, 4), torch.nn.Conv1d(6, 4, 1)),
+        (BatchNorm1d(6), torch.nn.BatchNorm1d(6)),
+    ]
+    x = torch.randn(3, frames, 6)
+    for ours, reference in pairs:
+        reference.load_state_dict(ours.state_dict())  # the same parameters under the same names
+        results = []
+        for conv, layout in ((ours, lambda t: t), (reference, lambda t: t.transpose(1, 2))):
+            xi = x.clone().requires_grad_()
+            y = layout(conv(layout(xi)))
+            y.backward(torch.linspace(-1, 1, y.numel()).view(y.shape))
+            results.append((y.detach(), xi.grad, *(p.grad for p in conv.parameters()),
+                            *(b for b in conv.buffers() if b.is_floating_point())))
+        assert results[0][0].shape == (3, (frames + stride - 1) // stride if ours is pairs[0][0] else frames,
+                                       results[0][0].shape[2])
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="odd kernel"):
         DepthwiseConv1d(4, 4)
+    with pytest.raises(ValueError, match="not both"):
+        DepthwiseConv1d(4, 3, stride=2, dilation=2)
+
+
+def test_adamw_is_fused_at_full_precision_only():
+    from oracle_kd.training import adamw
+
+    params = [torch.nn.Parameter(torch.ones(3))]
+    assert adamw(params, 0.1, 0.0).defaults["fused"] is True
+    assert not adamw(params, 0.1, 0.0, precision="bf16-mixed").defaults["fused"]
+    # one step equals the unfused optimizer's: lr 0.1 moves each weight by about lr against its gradient
+    params[0].grad = torch.tensor([1.0, -1.0, 0.0])
+    opt = adamw(params, 0.1, 0.0)
+    opt.step()
+    torch.testing.assert_close(params[0].detach(), torch.tensor([0.9, 1.1, 1.0]))

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
-from oracle_kd.models.layers import DepthwiseConv1d, Dropout
+from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, Dropout, PointwiseConv1d
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
 from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 
@@ -70,11 +70,12 @@ def receptive_field(model_cfg: dict) -> int:
 
 
 def separable(cin: int, cout: int, kernel: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
-    """Time-channel separable 1-D convolution: depthwise over time, then pointwise over channels."""
+    """Time-channel separable 1-D convolution of (batch, time, channels): depthwise over time,
+    then pointwise over channels."""
     return nn.Sequential(
         DepthwiseConv1d(cin, kernel, stride=stride, dilation=dilation),
-        nn.Conv1d(cin, cout, 1, bias=False),
-        nn.BatchNorm1d(cout),
+        PointwiseConv1d(cin, cout, bias=False),
+        BatchNorm1d(cout),
     )
 
 
@@ -84,7 +85,7 @@ class JasperBlock(nn.Module):
     def __init__(self, cin: int, cout: int, kernel: int, sub_blocks: int, dropout: float):
         super().__init__()
         self.subs = nn.ModuleList(separable(cin if i == 0 else cout, cout, kernel) for i in range(sub_blocks))
-        self.residual = nn.Sequential(nn.Conv1d(cin, cout, 1, bias=False), nn.BatchNorm1d(cout))
+        self.residual = nn.Sequential(PointwiseConv1d(cin, cout, bias=False), BatchNorm1d(cout))
         self.drop = Dropout(dropout)
 
     def forward(self, x):
@@ -104,7 +105,9 @@ def conv_out_length(lengths, stride: int):
 
 
 class QuartzNet(nn.Module):
-    """features (batch, frames, N_MELS) -> CTC log-probs (batch, ceil(frames / stride), classes)."""
+    """features (batch, frames, N_MELS) -> CTC log-probs (batch, ceil(frames / stride), classes).
+    Every layer works on time-major (batch, frames, channels) tensors (models/layers.py: the
+    CPU's fast layout); the parameters are those of the channels-first QuartzNet's `nn.Conv1d`s."""
 
     needs_targets = False
 
@@ -119,17 +122,16 @@ class QuartzNet(nn.Module):
                 c = channels
         ec, ek = cfg.epilogue
         layers += [separable(c, ec, ek, dilation=2), nn.ReLU(),
-                   nn.Conv1d(ec, cfg.head_channels, 1), nn.ReLU(), Dropout(cfg.dropout)]
+                   PointwiseConv1d(ec, cfg.head_channels), nn.ReLU(), Dropout(cfg.dropout)]
         self.body = nn.Sequential(*layers)
-        self.head = nn.Conv1d(cfg.head_channels, num_classes, 1)
+        self.head = PointwiseConv1d(cfg.head_channels, num_classes)
 
     def frame_count(self, source_length: int) -> int:
         """CTC frames for `source_length` feature frames."""
         return conv_out_length(source_length, self.stride)
 
     def forward(self, sources, source_lengths, targets=None, target_lengths=None):
-        h = self.head(self.body(sources.transpose(1, 2)))  # (batch, classes, frames)
-        return h.transpose(1, 2).log_softmax(-1), conv_out_length(source_lengths, self.stride)
+        return self.head(self.body(sources)).log_softmax(-1), conv_out_length(source_lengths, self.stride)
 
 
 class ConvSubsampling(nn.Module):
