@@ -163,21 +163,11 @@ class CTCModule(pl.LightningModule):
             self.skips.write(self.skips_file)
 
     def configure_optimizers(self):
-        opt = adamw(self.model.parameters(), self.cfg.lr, self.cfg.weight_decay, self.trainer.precision)
+        opt = torch.optim.AdamW(self.model.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))  # max_epochs x batches per epoch
         warm = min(self.cfg.warmup_steps, total // 4)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, warm, total))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def adamw(parameters, lr: float, weight_decay: float, precision: str = "32-true") -> torch.optim.AdamW:
-    """AdamW as every model trains: fused (one kernel over all parameters, not a dozen ops per
-    tensor: 2 % of the speech teacher's CPU step) where the parameters' device has the kernel,
-    at full precision (Lightning clips no gradients of a fused optimizer under mixed precision)."""
-    parameters = list(parameters)
-    fused = (str(precision).startswith("32") and bool(parameters)
-             and all(p.device.type in ("cpu", "cuda") for p in parameters))
-    return torch.optim.AdamW(parameters, lr=lr, weight_decay=weight_decay, fused=fused or None)
 
 
 def lr_factor(step: int, warm: int, total: int) -> float:

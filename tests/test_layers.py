@@ -99,14 +99,23 @@ def test_time_major_layers_equal_torchs_channels_first_ones(kernel, dilation, st
         DepthwiseConv1d(4, 3, stride=2, dilation=2)
 
 
-def test_adamw_is_fused_at_full_precision_only():
-    from oracle_kd.training import adamw
 
-    params = [torch.nn.Parameter(torch.ones(3))]
-    assert adamw(params, 0.1, 0.0).defaults["fused"] is True
-    assert not adamw(params, 0.1, 0.0, precision="bf16-mixed").defaults["fused"]
-    # one step equals the unfused optimizer's: lr 0.1 moves each weight by about lr against its gradient
-    params[0].grad = torch.tensor([1.0, -1.0, 0.0])
-    opt = adamw(params, 0.1, 0.0)
-    opt.step()
-    torch.testing.assert_close(params[0].detach(), torch.tensor([0.9, 1.1, 1.0]))
+def test_fold_batch_norms_merges_each_pointwise_conv_with_its_batch_norm():
+    from oracle_kd.models.layers import BatchNorm1d, PointwiseConv1d, fold_batch_norms
+
+    conv, norm = PointwiseConv1d(2, 2, bias=False), BatchNorm1d(2)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[1.0], [2.0]], [[0.0], [-1.0]]]))
+        norm.running_mean.copy_(torch.tensor([1.0, -2.0]))
+        norm.running_var.copy_(torch.tensor([4.0, 0.25]) - norm.eps)  # standard deviations 2 and 0.5
+        norm.weight.copy_(torch.tensor([3.0, 1.0]))
+        norm.bias.copy_(torch.tensor([0.5, 0.0]))
+    model = torch.nn.Sequential(conv, norm, torch.nn.ReLU()).train()
+    folded = fold_batch_norms(model)
+    assert model.training and not folded.training  # a copy: the model itself is left as it was
+    assert isinstance(folded[1], torch.nn.Identity) and isinstance(folded[0], PointwiseConv1d)
+    # channel 0: (x0 + 2 x1 - 1) / 2 * 3 + 0.5; channel 1: (-x1 + 2) / 0.5
+    torch.testing.assert_close(folded[0].weight.squeeze(-1), torch.tensor([[1.5, 3.0], [0.0, -2.0]]))
+    torch.testing.assert_close(folded[0].bias, torch.tensor([-1.0, 4.0]))
+    x = torch.randn(3, 5, 2)
+    torch.testing.assert_close(folded(x), model.eval()(x))

@@ -21,7 +21,6 @@ from oracle_kd.checkpoint import save_model
 from oracle_kd.config import TrainConfig, from_dict, load_preset
 from oracle_kd.diagnostics import inputs
 from oracle_kd.losses import ctc, frame_kd
-from oracle_kd.training import adamw
 
 KD_TAU = 1.0  # frame KD's temperature in the KD step: any value costs the same
 INFERENCE_THREADS = (1, 2)  # student inference is measured at each of these thread counts
@@ -50,8 +49,8 @@ def task_cases(task, data, preset: str, threads: int, workdir: Path, growth: boo
     kinds = [k for k in cfg["models"] if k in ("student", "conventional", "oracle", "autoregressive")]
     torch.manual_seed(0)
     models = {kind: task.build_model(kind, cfg["models"][kind]) for kind in kinds}
-    optimizers = {kind: adamw(m.parameters(), train_cfg[kind].lr, train_cfg[kind].weight_decay)
-                  for kind, m in models.items()}
+    optimizers = {kind: torch.optim.AdamW(m.parameters(), lr=train_cfg[kind].lr,
+                                          weight_decay=train_cfg[kind].weight_decay) for kind, m in models.items()}
     train_examples = batch_at_length(data.train, batch_size)
     clean_examples = [{**e, "augment": False} for e in train_examples]  # teachers and inference see clean inputs
     teacher = teacher_log_probs(task, models["conventional"], clean_examples)

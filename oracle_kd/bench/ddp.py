@@ -94,7 +94,6 @@ def worker(payload_path: str, result_path: str, threads: int) -> None:
     from oracle_kd.bench.cases import train_step
     from oracle_kd.config import TrainConfig, from_dict, load_preset
     from oracle_kd.tasks import get_task
-    from oracle_kd.training import adamw
 
     torch.set_num_threads(threads)
     payload = pickle.loads(Path(payload_path).read_bytes())
@@ -108,7 +107,7 @@ def worker(payload_path: str, result_path: str, threads: int) -> None:
         train = from_dict(TrainConfig, cfg["train"]["student"])
         torch.manual_seed(0)
         model = DistributedDataParallel(task.build_model("student", cfg["models"]["student"]))
-        optimizer = adamw(model.parameters(), train.lr, train.weight_decay)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         seconds = []
         for i in range(payload["steps"] + 1):
             dist.barrier()

@@ -18,6 +18,8 @@ took 0.65 of the time (issue 16). The layers keep `nn.Conv1d`'s and
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -113,3 +115,27 @@ class BatchNorm1d(nn.BatchNorm1d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x.reshape(-1, x.shape[-1])).view(x.shape)
+
+
+def fold_batch_norms(model: nn.Module) -> nn.Module:
+    """An inference copy of `model` (in eval mode) in which every `BatchNorm1d` that follows a
+    `PointwiseConv1d` in an `nn.Sequential` is merged into it: at inference batch norm is a
+    per-channel affine map, so the pair is one matrix product with a bias. For deployment
+    graphs (ONNX Runtime fuses a convolution with its batch norm, not a matrix product)."""
+    model = copy.deepcopy(model).eval()
+    for sequence in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        for i in range(len(sequence) - 1):
+            conv, norm = sequence[i], sequence[i + 1]
+            if not (isinstance(conv, PointwiseConv1d) and isinstance(norm, BatchNorm1d)
+                    and norm.running_mean is not None):
+                continue
+            with torch.no_grad():
+                scale = torch.rsqrt(norm.running_var + norm.eps)
+                if norm.affine:
+                    scale = scale * norm.weight
+                shift = -norm.running_mean * scale + (norm.bias if norm.affine else 0.0)
+                merged = PointwiseConv1d(conv.in_channels, conv.out_channels).to(conv.weight)
+                merged.weight.copy_(conv.weight * scale[:, None, None])
+                merged.bias.copy_(shift if conv.bias is None else conv.bias * scale + shift)
+            sequence[i], sequence[i + 1] = merged, nn.Identity()
+    return model

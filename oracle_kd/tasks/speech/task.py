@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from oracle_kd.data import Batch, pad_targets
 from oracle_kd.io import InputError
 from oracle_kd.lazy import LazyDataset
+from oracle_kd.models.layers import fold_batch_norms
 from oracle_kd.skips import SkipLog, require_usable
 from oracle_kd.tasks.base import ExportSpec, MetricSpec, corpus_error_rate, preset_student_config
 from oracle_kd.tasks.spans import pad_label_spans
@@ -152,7 +153,7 @@ class SpeechTask:
 
     def export_graph(self, model, examples: list[dict]):
         """(module, example inputs) for ONNX: padded 16 kHz waveforms and their lengths in samples."""
-        graph = model if self.sources == "waveform" else WaveformModel(self.frontend, model)
+        graph = model if self.sources == "waveform" else WaveformModel(self.frontend, fold_batch_norms(model))
         return graph, self.export_inputs(examples)
 
     def export_inputs(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
