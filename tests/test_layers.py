@@ -119,3 +119,27 @@ def test_fold_batch_norms_merges_each_pointwise_conv_with_its_batch_norm():
     torch.testing.assert_close(folded[0].bias, torch.tensor([-1.0, 4.0]))
     x = torch.randn(3, 5, 2)
     torch.testing.assert_close(folded(x), model.eval()(x))
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 1.0])
+def test_relu_dropout_is_dropout_of_relu_from_the_same_draws(p):
+    from oracle_kd.models.layers import relu_dropout
+
+    x = torch.linspace(-3, 3, 4 * 7 * 5).view(4, 7, 5)
+    grad = torch.linspace(1, 2, x.numel()).view(x.shape)
+    results = []
+    for fn in (lambda t: relu_dropout(t, p), lambda t: dropout(torch.relu(t), p)):
+        torch.manual_seed(11)
+        xi = x.clone().requires_grad_()
+        y = fn(xi)
+        y.backward(grad)
+        results.append((y.detach(), xi.grad))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)  # the same bits
+    y, g = results[0]
+    assert bool((y[x <= 0] == 0).all()) and bool((g[x <= 0] == 0).all())  # ReLU: nothing below zero passes
+    if 0 < p < 1:  # kept elements are scaled by 1 / (1 - p) in both directions
+        kept = y > 0
+        torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-4, atol=0)
+        torch.testing.assert_close(g[kept], grad[kept] / (1 - p), rtol=1e-4, atol=0)
+    torch.testing.assert_close(relu_dropout(x, p, training=False), torch.relu(x))

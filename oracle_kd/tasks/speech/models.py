@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
-from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, Dropout, PointwiseConv1d
+from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, Dropout, PointwiseConv1d, relu_dropout
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
 from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 
@@ -94,7 +94,7 @@ class JasperBlock(nn.Module):
             h = sub(h)
             if i == len(self.subs) - 1:
                 h = h + self.residual(x)
-            h = self.drop(torch.relu(h))
+            h = relu_dropout(h, self.drop.p, self.training)
         return h
 
 
@@ -122,8 +122,9 @@ class QuartzNet(nn.Module):
                 c = channels
         ec, ek = cfg.epilogue
         layers += [separable(c, ec, ek, dilation=2), nn.ReLU(),
-                   PointwiseConv1d(ec, cfg.head_channels), nn.ReLU(), Dropout(cfg.dropout)]
+                   PointwiseConv1d(ec, cfg.head_channels)]
         self.body = nn.Sequential(*layers)
+        self.drop = Dropout(cfg.dropout)  # with the ReLU after the body (relu_dropout)
         self.head = PointwiseConv1d(cfg.head_channels, num_classes)
 
     def frame_count(self, source_length: int) -> int:
@@ -131,7 +132,8 @@ class QuartzNet(nn.Module):
         return conv_out_length(source_length, self.stride)
 
     def forward(self, sources, source_lengths, targets=None, target_lengths=None):
-        return self.head(self.body(sources)).log_softmax(-1), conv_out_length(source_lengths, self.stride)
+        h = relu_dropout(self.body(sources), self.drop.p, self.training)
+        return self.head(h).log_softmax(-1), conv_out_length(source_lengths, self.stride)
 
 
 class ConvSubsampling(nn.Module):
