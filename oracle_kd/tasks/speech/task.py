@@ -362,7 +362,7 @@ class SynthSplit(Dataset):
         self.meta = [json.loads(line) for line in (folder / f"{split}_meta.jsonl").read_text().splitlines() if line]
         self.augment, self.source = augment, f"{folder}:{split}"
         self.frames_per_second = frames_per_second
-        self._label_spans: dict[int, torch.Tensor] = {}
+        self._label_spans: dict[int, np.ndarray] = {}
 
     def __len__(self):
         return len(self.meta)
@@ -386,7 +386,7 @@ class SynthSplit(Dataset):
         pcm = np.multiply(self.audio[self.offsets[i] : self.offsets[i + 1]], np.float32(1 / 32768), dtype=np.float32)
         m = self.meta[i]
         if i not in self._label_spans:  # computed once: every epoch reads every example (a read-only tensor)
-            self._label_spans[i] = char_spans(m["text"], m["word_spans"]) * self.frames_per_second
+            self._label_spans[i] = (char_spans(m["text"], m["word_spans"]) * self.frames_per_second).numpy()
         return {"audio": pcm, "text": m["text"], "word_spans": m["word_spans"], "label_spans": self._label_spans[i],
                 "index": i, "source": f"{self.source}:{i}", "augment": self.augment}
 
