@@ -143,3 +143,9 @@ def test_relu_dropout_is_dropout_of_relu_from_the_same_draws(p):
         torch.testing.assert_close(y[kept], x[kept] / (1 - p), rtol=1e-4, atol=0)
         torch.testing.assert_close(g[kept], grad[kept] / (1 - p), rtol=1e-4, atol=0)
     torch.testing.assert_close(relu_dropout(x, p, training=False), torch.relu(x))
+    from oracle_kd.models.layers import ReLUDropout
+
+    layer = ReLUDropout(p)
+    torch.manual_seed(11)
+    torch.testing.assert_close(layer(x), y, atol=0, rtol=0)  # the module is the function, from the same draws
+    torch.testing.assert_close(layer.eval()(x), torch.relu(x))

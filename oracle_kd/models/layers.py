@@ -98,6 +98,13 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class ReLUDropout(Dropout):
+    """A ReLU followed by `Dropout`, computed by `relu_dropout` (same checkpoints: no parameters)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return relu_dropout(x, self.p, self.training)
+
+
 class DepthwiseConv1d(nn.Conv1d):
     """A depthwise, 'same'-padded convolution over time (odd kernel, no bias) of time-major
     inputs: (batch, time, channels) -> (batch, ceil(time / stride), channels). The parameters

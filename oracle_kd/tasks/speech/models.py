@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 import torch
 from torch import nn
 
-from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, Dropout, PointwiseConv1d, relu_dropout
+from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, PointwiseConv1d, ReLUDropout
 from oracle_kd.models.oracle import OracleConfig, OracleTeacher
 from oracle_kd.tasks.speech.audio import HOP_LENGTH, N_MELS, SAMPLE_RATE
 
@@ -86,7 +86,7 @@ class JasperBlock(nn.Module):
         super().__init__()
         self.subs = nn.ModuleList(separable(cin if i == 0 else cout, cout, kernel) for i in range(sub_blocks))
         self.residual = nn.Sequential(PointwiseConv1d(cin, cout, bias=False), BatchNorm1d(cout))
-        self.drop = Dropout(dropout)
+        self.drop = ReLUDropout(dropout)
 
     def forward(self, x):
         h = x
@@ -94,7 +94,7 @@ class JasperBlock(nn.Module):
             h = sub(h)
             if i == len(self.subs) - 1:
                 h = h + self.residual(x)
-            h = relu_dropout(h, self.drop.p, self.training)
+            h = self.drop(h)
         return h
 
 
@@ -124,7 +124,7 @@ class QuartzNet(nn.Module):
         layers += [separable(c, ec, ek, dilation=2), nn.ReLU(),
                    PointwiseConv1d(ec, cfg.head_channels)]
         self.body = nn.Sequential(*layers)
-        self.drop = Dropout(cfg.dropout)  # with the ReLU after the body (relu_dropout)
+        self.drop = ReLUDropout(cfg.dropout)  # the ReLU after the body, then dropout
         self.head = PointwiseConv1d(cfg.head_channels, num_classes)
 
     def frame_count(self, source_length: int) -> int:
@@ -132,8 +132,7 @@ class QuartzNet(nn.Module):
         return conv_out_length(source_length, self.stride)
 
     def forward(self, sources, source_lengths, targets=None, target_lengths=None):
-        h = relu_dropout(self.body(sources), self.drop.p, self.training)
-        return self.head(h).log_softmax(-1), conv_out_length(source_lengths, self.stride)
+        return self.head(self.drop(self.body(sources))).log_softmax(-1), conv_out_length(source_lengths, self.stride)
 
 
 class ConvSubsampling(nn.Module):
