@@ -385,8 +385,10 @@ class SynthSplit(Dataset):
         # one pass from int16 (times 2**-15: exact, as a division would be)
         pcm = np.multiply(self.audio[self.offsets[i] : self.offsets[i + 1]], np.float32(1 / 32768), dtype=np.float32)
         m = self.meta[i]
-        if i not in self._label_spans:  # computed once: every epoch reads every example (a read-only tensor)
-            self._label_spans[i] = (char_spans(m["text"], m["word_spans"]) * self.frames_per_second).numpy()
+        if i not in self._label_spans:  # computed once: every epoch reads every example
+            spans = (char_spans(m["text"], m["word_spans"]) * self.frames_per_second).numpy()
+            spans.setflags(write=False)  # shared by every read of the example: nobody may change it
+            self._label_spans[i] = spans
         return {"audio": pcm, "text": m["text"], "word_spans": m["word_spans"], "label_spans": self._label_spans[i],
                 "index": i, "source": f"{self.source}:{i}", "augment": self.augment}
 
