@@ -68,7 +68,10 @@ def test_depthwise_by_hand():
                                                                 (3, 3, 1, 16), (5, 1, 2, 17)])
 def test_time_major_layers_equal_torchs_channels_first_ones(kernel, dilation, stride, frames):
     """Outputs, input gradients and parameter gradients of the time-major layers equal those of
-    `nn.Conv1d` / `nn.BatchNorm1d` on the same tensors transposed, under the same checkpoint."""
+    `nn.Conv1d` / `nn.BatchNorm1d` on the same tensors transposed, under the same checkpoint;
+    and so do the layers' on the same tensors as (batch, channels, 1, time) images."""
+    import copy
+
     from oracle_kd.models.layers import BatchNorm1d, DepthwiseConv1d, PointwiseConv1d
 
     torch.manual_seed(0)
@@ -83,16 +86,20 @@ def test_time_major_layers_equal_torchs_channels_first_ones(kernel, dilation, st
     for ours, reference in pairs:
         reference.load_state_dict(ours.state_dict())  # the same parameters under the same names
         results = []
-        for conv, layout in ((ours, lambda t: t), (reference, lambda t: t.transpose(1, 2))):
+        layouts = ((ours, lambda t: t, lambda t: t),
+                   (copy.deepcopy(ours), lambda t: t.transpose(1, 2).unsqueeze(2), lambda t: t.squeeze(2).transpose(1, 2)),
+                   (reference, lambda t: t.transpose(1, 2), lambda t: t.transpose(1, 2)))
+        for conv, to_layout, back in layouts:
             xi = x.clone().requires_grad_()
-            y = layout(conv(layout(xi)))
+            y = back(conv(to_layout(xi)))
             y.backward(torch.linspace(-1, 1, y.numel()).view(y.shape))
             results.append((y.detach(), xi.grad, *(p.grad for p in conv.parameters()),
                             *(b for b in conv.buffers() if b.is_floating_point())))
         assert results[0][0].shape == (3, (frames + stride - 1) // stride if ours is pairs[0][0] else frames,
                                        results[0][0].shape[2])
-        for a, b in zip(*results):
-            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        for other in results[1:]:
+            for a, b in zip(results[0], other, strict=True):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="odd kernel"):
         DepthwiseConv1d(4, 4)
     with pytest.raises(ValueError, match="not both"):

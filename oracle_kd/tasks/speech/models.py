@@ -132,7 +132,12 @@ class QuartzNet(nn.Module):
         return conv_out_length(source_length, self.stride)
 
     def forward(self, sources, source_lengths, targets=None, target_lengths=None):
-        return self.head(self.drop(self.body(sources))).log_softmax(-1), conv_out_length(source_lengths, self.stride)
+        if torch.onnx.is_in_onnx_export():  # the layers on (batch, channels, 1, time) images (models/layers.py:
+            # ONNX Runtime chains the convolutions without reordering), time-major again for the softmax
+            logits = self.head(self.drop(self.body(sources.transpose(1, 2).unsqueeze(2)))).squeeze(2).transpose(1, 2)
+        else:
+            logits = self.head(self.drop(self.body(sources)))
+        return logits.log_softmax(-1), conv_out_length(source_lengths, self.stride)
 
 
 class ConvSubsampling(nn.Module):
