@@ -86,8 +86,8 @@ def test_time_major_layers_equal_torchs_channels_first_ones(kernel, dilation, st
     for ours, reference in pairs:
         reference.load_state_dict(ours.state_dict())  # the same parameters under the same names
         results = []
-        layouts = ((ours, lambda t: t, lambda t: t),
-                   (copy.deepcopy(ours), lambda t: t.transpose(1, 2).unsqueeze(2), lambda t: t.squeeze(2).transpose(1, 2)),
+        image, from_image = (lambda t: t.transpose(1, 2).unsqueeze(2)), (lambda t: t.squeeze(2).transpose(1, 2))
+        layouts = ((ours, lambda t: t, lambda t: t), (copy.deepcopy(ours), image, from_image),
                    (reference, lambda t: t.transpose(1, 2), lambda t: t.transpose(1, 2)))
         for conv, to_layout, back in layouts:
             xi = x.clone().requires_grad_()
@@ -156,3 +156,14 @@ def test_relu_dropout_is_dropout_of_relu_from_the_same_draws(p):
     torch.manual_seed(11)
     torch.testing.assert_close(layer(x), y, atol=0, rtol=0)  # the module is the function, from the same draws
     torch.testing.assert_close(layer.eval()(x), torch.relu(x))
+
+
+@pytest.mark.parametrize("dilation, stride", [(1, 1), (2, 1), (1, 2)])
+def test_depthwise_weight_gradients_have_the_weights_strides(dilation, stride):
+    """DDP copies each gradient into its bucket with the parameter's strides and warns when they
+    differ (a (C, 1, K) gradient strided (K, 1, 1) did)."""
+    from oracle_kd.models.layers import DepthwiseConv1d
+
+    conv = DepthwiseConv1d(8, 5, stride=stride, dilation=dilation)
+    conv(torch.randn(2, 13, 8)).sum().backward()
+    assert conv.weight.grad.stride() == conv.weight.stride() == (5, 5, 1)

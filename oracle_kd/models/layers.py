@@ -139,12 +139,14 @@ class DepthwiseConv1d(nn.Conv1d):
         if padded != frames:
             x = F.pad(x, (0, 0, 0, padded - frames))
         phases = x.view(batch, padded // d, d, channels).permute(0, 3, 1, 2)  # channels-last (b, c, t/d, d)
-        y = F.conv2d(phases, self.weight.unsqueeze(3), padding=(half, 0), groups=channels)
+        y = F.conv2d(phases, self.weight.view(channels, 1, -1, 1), padding=(half, 0), groups=channels)
         return y.permute(0, 2, 3, 1).reshape(batch, padded, channels)[:, :frames]
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight.unsqueeze(2), stride=(1, self.stride[0]), padding=(0, self.padding[0]),
-                        dilation=(1, self.dilation[0]), groups=self.groups)
+        # a view, not unsqueeze: the weight's gradient then has the weight's strides (DDP's buckets
+        # expect them; with unsqueeze's, DDP warned and copied the gradient every step)
+        return F.conv2d(x, self.weight.view(self.groups, 1, 1, -1), stride=(1, self.stride[0]),
+                        padding=(0, self.padding[0]), dilation=(1, self.dilation[0]), groups=self.groups)
 
 
 class PointwiseConv1d(nn.Conv1d):
