@@ -26,6 +26,7 @@ string -> string; values that are not plain strings are JSON):
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ from oracle_kd.vocab import BLANK
 
 OUTPUT_AXES = {"log_probs": {0: "batch", 1: "frames"}, "frame_lengths": {0: "batch"}}  # every task's outputs
 ONNX_FORMAT = 1  # the metadata layout above; a reader refuses files of another version
-OPSET = 17
+TORCHSCRIPT_MAX_OPSET = 20  # the highest opset torch's TorchScript exporter writes; above, its dynamo exporter
 
 
 def export_onnx(checkpoint: str, out: str) -> Path:
@@ -51,14 +52,44 @@ def export_onnx(checkpoint: str, out: str) -> Path:
             raise ValueError(f"export input {name!r}: the graph is traced with {tensor.dtype}, the spec says {dtype}")
     metadata = onnx_metadata(task, model, meta, file_digest(checkpoint))
     with atomic_path(out) as tmp:
-        torch.onnx.export(
-            module.eval(), inputs, str(tmp), opset_version=OPSET,
-            input_names=list(spec.input_names), output_names=list(OUTPUT_AXES),
-            dynamic_axes={**spec.dynamic_axes, **OUTPUT_AXES},
-            dynamo=False,
-        )
+        write_graph(module.eval(), tuple(inputs), tmp, spec)
         write_metadata(tmp, metadata)
     return Path(out)
+
+
+def write_graph(module: torch.nn.Module, inputs: tuple, path: Path, spec) -> None:
+    """Trace `module` on `inputs` into one ONNX file at `path`, in the opset and with the
+    dynamic axes of `spec` (an `ExportSpec`)."""
+    names = dict(input_names=list(spec.input_names), output_names=list(OUTPUT_AXES), opset_version=spec.opset)
+    if spec.opset <= TORCHSCRIPT_MAX_OPSET:
+        torch.onnx.export(module, inputs, str(path), dynamic_axes={**spec.dynamic_axes, **OUTPUT_AXES},
+                          dynamo=False, **names)
+        return
+    import logging
+
+    import onnx
+    from torch.export import Dim
+
+    dims: dict[str, Dim] = {}  # one symbolic size per axis name: inputs that share a name share the size
+    shapes = tuple({axis: dims.setdefault(name, Dim(name)) for axis, name in spec.dynamic_axes.get(key, {}).items()}
+                   for key in spec.input_names)
+    # torch's own notes that say nothing of this graph: "torchvision is not installed", its internal
+    # deprecations, and that inputs sharing the axis name "batch" share the size (as asked)
+    registry = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry.level
+    registry.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            warnings.filterwarnings("ignore", message="# The axis name: .* will not be used")
+            program = torch.onnx.export(module, inputs, dynamic_shapes=shapes, dynamo=True, verbose=False, **names)
+    finally:
+        registry.setLevel(level)
+    graph = program.model_proto
+    for output in graph.graph.output:  # the exporter names output axes by their sizes ("3*tokens")
+        for axis, name in OUTPUT_AXES[output.name].items():
+            output.type.tensor_type.shape.dim[axis].dim_param = name
+    onnx.save(graph, str(path))
 
 
 def onnx_metadata(task, model, meta: dict, checkpoint_sha1: str) -> dict[str, str]:

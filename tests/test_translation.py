@@ -227,3 +227,40 @@ def test_translate_runs_the_autoregressive_teachers_own_search(smoke, tmp_path, 
     batch = task.collate(task.load_inputs(["twenty one"], None))
     [ids] = model.generate(batch.sources, batch.source_lengths)
     assert lines[0] == "line 1\t" + task.tokenizer.decode(ids)
+
+
+@pytest.mark.filterwarnings("ignore")  # the dynamo exporter's notes on shapes
+def test_the_onnx_export_gives_the_checkpoints_log_probs_at_any_batch_and_length(tokenizer, tmp_path):
+    """The exported graph (opset 23's Attention operator, written by torch's dynamo exporter) is
+    traced on one batch; it must give the model's log-probs on others: one example, one token,
+    sources of several lengths padded together, and its axes keep the names of the other tasks'."""
+    import onnx
+    import onnxruntime
+
+    from oracle_kd.cli import main
+    from oracle_kd.export import OUTPUT_AXES
+
+    task = TranslationTask()
+    task.tokenizer = tokenizer
+    cfg = {"d_model": 16, "heads": 2, "source_layers": 1, "layers": 1}
+    torch.manual_seed(0)
+    model = build_model("student", cfg, tokenizer.source_size, tokenizer.num_classes).eval()
+    save_model(tmp_path / "student.safetensors", model,
+               {"task": "translation", "kind": "student", "config": cfg, "task_state": task.state()})
+    assert main(["export", str(tmp_path / "student.safetensors"), "--out", str(tmp_path / "student.onnx")]) == 0
+    graph = onnx.load(str(tmp_path / "student.onnx"))
+    assert graph.opset_import[0].version == 23 and "Attention" in {n.op_type for n in graph.graph.node}
+    axes = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in graph.graph.output}
+    assert axes == {"log_probs": ["batch", "frames", tokenizer.num_classes], "frame_lengths": ["batch"]}
+    session = onnxruntime.InferenceSession(str(tmp_path / "student.onnx"), providers=["CPUExecutionProvider"])
+    for ids in ([[5]], [[5, 9, 12, 3], [7], [8, 8, 2, 11, 6, 4, 10]]):
+        lengths = torch.tensor([len(s) for s in ids])
+        sources = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
+        for row, s in enumerate(ids):
+            sources[row, : len(s)] = torch.tensor(s)
+        with torch.no_grad():
+            expected, expected_frames = model(sources, lengths)
+        got, frames = session.run(list(OUTPUT_AXES), {"sources": sources.numpy(), "source_lengths": lengths.numpy()})
+        assert frames.tolist() == expected_frames.tolist() == (3 * lengths).tolist()
+        for row, n in enumerate(frames):  # valid frames (padding frames attend to the same keys, but say nothing)
+            np.testing.assert_allclose(got[row, :n], expected[row, :n].numpy(), atol=1e-5)

@@ -43,6 +43,9 @@ class ExportSpec:
     # What a deployment does to a raw input (an image file, an audio file) to get the graph's
     # inputs, as JSON-able data: written into the exported file's metadata (`input`).
     preprocessing: dict = field(default_factory=dict)
+    # The graph's ONNX opset. Up to 20 torch's TorchScript exporter writes it; above, its dynamo
+    # exporter (it writes opset 23's Attention operator; it cannot trace the scene-text LSTM).
+    opset: int = 17
 
 
 class Tokenizer(Protocol):

@@ -177,7 +177,8 @@ class TranslationTask:
     def export_spec(self) -> ExportSpec:
         """Source subword ids (batch, tokens), zero-padded, and their lengths."""
         return ExportSpec(input_names=("sources", "source_lengths"), input_dtypes=("int64", "int64"),
-                          dynamic_axes={"sources": {0: "batch", 1: "tokens"}, "source_lengths": {0: "batch"}})
+                          dynamic_axes={"sources": {0: "batch", 1: "tokens"}, "source_lengths": {0: "batch"}},
+                          opset=23)  # ONNX's Attention operator (models.EncoderLayer)
 
     def export_graph(self, model, examples: list[dict]):
         return model, self.export_inputs(examples)
