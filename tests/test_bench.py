@@ -71,6 +71,17 @@ def test_round_robin_alternates_cases():
     assert calls == ["a", "b"] * 3 and [len(t) for t in times.values()] == [2, 2]
 
 
+def test_round_robin_pauses_when_the_engine_changes(monkeypatch):
+    from oracle_kd.bench import measure
+
+    events = []
+    monkeypatch.setattr(measure.time, "sleep", lambda seconds: events.append(seconds))
+    cases = {name: (lambda name=name: events.append(name)) for name in "abc"}
+    round_robin(cases, repeats=1, warmup_rounds=1, engines={"a": "eager", "b": "onnxruntime", "c": "onnxruntime"})
+    pause = measure.SETTLE_SECONDS
+    assert events == [pause, "a", pause, "b", "c"] * 2  # c follows b's engine; a (next round) does not
+
+
 def test_peak_rss_sees_an_allocation():
     out = peak_rss_mb(lambda: np.ones(50_000_000).sum())  # 400 MB, freed at once
     if out["peak_rss_mb"] is None:

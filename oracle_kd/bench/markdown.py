@@ -18,6 +18,9 @@ def benchmarks_markdown(r: dict) -> str:
         "Every case ran round-robin with the others in one process, so all saw the same load; figures are "
         "medians with their interquartile range (IQR, as a share of the median). On a shared machine the "
         "absolute numbers move from run to run; ratios between cases of one run are what to compare.",
+        *([f"A case of another engine than the one before it (eager PyTorch, ONNX Runtime) starts after an "
+           f"untimed {r['settle_seconds'] * 1000:.0f} ms pause, so that the other engine's spinning threads have "
+           "fallen idle."] if r.get("settle_seconds") else []),
         "",
         "## The machine's limits, measured",
         "",

@@ -19,19 +19,37 @@ from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, sdpa_back
 aten = torch.ops.aten
 
 
-def round_robin(cases: dict, repeats: int, warmup_rounds: int = 1, before=None) -> dict[str, list[float]]:
+# A case of another engine (eager PyTorch, ONNX Runtime) than the case before it starts after this
+# pause, untimed: torch's OpenMP threads spin for milliseconds after their work, and an ONNX Runtime
+# call at 2 threads that followed an eager one 12 ms later took 7 or 14 ms by turns. A deployment
+# runs one engine; the pause gives each the machine it would have there.
+SETTLE_SECONDS = 0.05
+
+
+def round_robin(cases: dict, repeats: int, warmup_rounds: int = 1, before=None,
+                engines: dict[str, str] | None = None) -> dict[str, list[float]]:
     """Wall seconds of every call of every case, the cases run in turn (a, b, c, a, b, c, ...)
     so that all of them see the same machine load; `warmup_rounds` rounds first, not timed.
-    `before(name)` runs untimed before each call (e.g. setting the thread count)."""
-    before = before or (lambda name: None)
+    `before(name)` runs untimed before each call (e.g. setting the thread count); a call of
+    another engine than the call before it (`engines`: name -> engine) starts SETTLE_SECONDS later."""
+    engines = engines or {}
+    last = [None]
+
+    def prepare(name):
+        if before:
+            before(name)
+        if engines.get(name) != last[0]:
+            time.sleep(SETTLE_SECONDS)
+            last[0] = engines.get(name)
+
     for _ in range(warmup_rounds):
         for name, fn in cases.items():
-            before(name)
+            prepare(name)
             fn()
     times = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
-            before(name)
+            prepare(name)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)

@@ -20,7 +20,7 @@ import torch
 from oracle_kd.bench import costs, epoch, machine
 from oracle_kd.bench.batches import bench_data
 from oracle_kd.bench.cases import Case, scratch_folder, task_cases
-from oracle_kd.bench.measure import count, peak_rss_mb, round_robin, summary
+from oracle_kd.bench.measure import SETTLE_SECONDS, count, peak_rss_mb, round_robin, summary
 from oracle_kd.io import atomic_write_json, atomic_write_text
 from oracle_kd.tasks import get_task
 
@@ -40,7 +40,7 @@ def run_bench(tasks: list[str], preset: str, out: str | Path, cache: Path, threa
     say = (lambda msg: print(f"[bench] {msg}", file=sys.stderr, flush=True)) if progress else (lambda msg: None)
     started = time.perf_counter()
     result = {"command": command or "oracle-kd " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-              "preset": preset, "quick": quick, "repeats": settings["repeats"],
+              "preset": preset, "quick": quick, "repeats": settings["repeats"], "settle_seconds": SETTLE_SECONDS,
               "environment": environment(threads), "data": {}, "data_wait_fraction": {}, "epochs": {}}
     with scratch_folder() as workdir:
         cases, loaded = machine_cases(threads, settings["matmul_size"], settings["copy_bytes"]), {}
@@ -60,7 +60,8 @@ def run_bench(tasks: list[str], preset: str, out: str | Path, cache: Path, threa
             torch.set_num_threads(by_name[name].threads)
 
         say(f"timing {len(cases)} cases round-robin, {settings['repeats']} rounds")
-        times = round_robin({c.name: c.fn for c in cases}, settings["repeats"], before=set_threads)
+        times = round_robin({c.name: c.fn for c in cases}, settings["repeats"], before=set_threads,
+                            engines={c.name: c.engine for c in cases})
         say("counting FLOPs and bytes; peak memory")
         counted, memory = {}, {}
         for c in cases:
