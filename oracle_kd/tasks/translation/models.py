@@ -83,16 +83,17 @@ class EncoderLayer(nn.Module):
     def forward(self, x, pad):
         """x (batch, length, d_model); pad (batch, length), True at padding (never a whole row)."""
         batch, d = x.shape[0], x.shape[2]
-        qkv = self.qkv(self.attn_norm(x))
-        if torch.onnx.is_in_onnx_export():  # ONNX's Attention operator (opset 23) splits the heads itself:
-            # the graph has no transposes of them (ONNX Runtime 1.07x faster at 2 threads); it wants the
-            # mask's query axis in full
-            q, k, v = qkv.split(d, dim=-1)
+        h = self.attn_norm(x)
+        if torch.onnx.is_in_onnx_export():  # ONNX's Attention operator (opset 23) splits the heads itself,
+            # so the graph has no transposes of them, and q, k, v are three products (no split of one):
+            # ONNX Runtime 0.93 -> 1.18x eager's speed at 2 threads. It wants the mask's query axis in full.
+            weights, biases = self.qkv.weight.split(d), self.qkv.bias.split(d)
+            q, k, v = (nn.functional.linear(h, w, b) for w, b in zip(weights, biases))
             mask = (~pad[:, None, None, :]).expand(-1, -1, x.shape[1], -1)
             attended = torch.onnx.ops.attention(q, k, v, attn_mask=mask, q_num_heads=self.heads,
                                                 kv_num_heads=self.heads)[0]
         else:
-            q, k, v = qkv.reshape(batch, -1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+            q, k, v = self.qkv(h).reshape(batch, -1, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
             attended = nn.functional.scaled_dot_product_attention(
                 q, k, v, attn_mask=~pad[:, None, None, :], dropout_p=self.dropout if self.training else 0.0)
             attended = attended.transpose(1, 2).reshape(batch, -1, d)
